@@ -1,0 +1,3 @@
+import { run } from "./src/cli/run.ts";
+
+Deno.exitCode = await run(Deno.args);
