@@ -4,7 +4,7 @@
  * parser's WASM and `--version` loads nothing at all.
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Argument, Command, Option } from "@commander-js/extra-typings";
 import denoJson from "../../deno.json" with { type: "json" };
 
 /** The version printed by --version, from deno.json. */
@@ -233,6 +233,25 @@ export function buildProgram(dispatch: Dispatch) {
     .option("--timeout <duration>", "give up after this long", "60s")
     .addHelpText("after", "\nExample:\n  managed-migrate wait --timeout 30s")
     .action((opts) => run("wait")(opts));
+
+  program.command("completions")
+    .description("print a shell completion script (bash, zsh or fish)")
+    .addArgument(
+      new Argument("<shell>", "shell to complete for").choices(
+        ["bash", "zsh", "fish"] as const,
+      ),
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  managed-migrate completions bash > /etc/bash_completion.d/managed-migrate\n  source <(managed-migrate completions zsh)\n  managed-migrate completions fish > ~/.config/fish/completions/managed-migrate.fish",
+    )
+    .action((shell, opts) => run("completions", [shell])(opts));
+
+  // Called by the completion scripts on each TAB: `complete -- WORDS...`.
+  program.command("complete", { hidden: true })
+    .description("answer a completion request from a completion script")
+    .argument("[words...]", "the words typed so far")
+    .action((words) => run("completions", words)({ request: true }));
 
   return program;
 }

@@ -33,6 +33,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   baseline: () => import("../commands/baseline.ts"),
   repair: () => import("../commands/repair.ts"),
   wait: () => import("../commands/wait.ts"),
+  completions: () => import("../commands/completions.ts"),
 };
 
 /** Runs the CLI with `argv` and returns the exit code. Never throws. */
