@@ -45,13 +45,40 @@ export const RUN_ALLOW: readonly string[] = [
   "su",
 ];
 
+/**
+ * Deno resolves a bare name in --allow-run on PATH once, at start-up, and
+ * refuses the same program by any other path. The tools are run by absolute
+ * path when `--pg-bin`/PG_BIN names a directory or when the server binaries
+ * are found off PATH (Debian keeps initdb and pg_ctl only in
+ * /usr/lib/postgresql/N/bin), so the packaged layouts are listed too:
+ * Debian/Ubuntu (also the official Docker images), PGDG RPMs, source builds.
+ */
+export const RUN_ALLOW_DIRS: readonly string[] = [
+  ...[11, 12, 13, 14, 15, 16, 17, 18].flatMap((v) => [
+    `/usr/lib/postgresql/${v}/bin`,
+    `/usr/pgsql-${v}/bin`,
+  ]),
+  "/usr/local/pgsql/bin",
+];
+
+/** --allow-run's list: RUN_ALLOW by name, and the PostgreSQL ones in RUN_ALLOW_DIRS. */
+export function runAllowList(): string[] {
+  const pgTools = RUN_ALLOW.filter((t) => t !== "runuser" && t !== "su");
+  return [
+    ...RUN_ALLOW,
+    ...RUN_ALLOW_DIRS.flatMap((dir) => pgTools.map((t) => `${dir}/${t}`)),
+  ];
+}
+
 /** The permission flags baked into the binary; smoke.ts runs main.ts with the same. */
 export const PERMISSION_FLAGS: readonly string[] = [
-  `--allow-run=${RUN_ALLOW.join(",")}`,
+  `--allow-run=${runAllowList().join(",")}`,
   "--allow-net",
   "--allow-env",
   "--allow-read",
   "--allow-write",
+  // Deno.uid(): `test --ephemeral` as root runs the server as user postgres.
+  "--allow-sys=uid",
 ];
 
 /** Where the host binary goes, relative to the repository root. */
