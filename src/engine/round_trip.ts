@@ -103,6 +103,8 @@ export function migrationFailed(r: MigrationReport): boolean {
 export interface PreparedSql {
   /** The file text, with statements that cannot run in a transaction blanked. */
   inTransaction: string;
+  /** inTransaction's statements (blanked ones left out), with their offsets. */
+  inTransactionStatements: { sql: string; offset: number }[];
   /** Statements to send one by one outside a transaction, with their offsets. */
   statements: { sql: string; offset: number }[];
   /** What was changed for inTransaction, with line numbers. */
@@ -212,9 +214,11 @@ export async function prepareSql(text: string): Promise<PreparedSql> {
   try {
     tree = await parse(text) as unknown as ParseTree;
   } catch {
+    const whole = [{ sql: text, offset: 0 }];
     return {
       inTransaction: text,
-      statements: [{ sql: text, offset: 0 }],
+      inTransactionStatements: whole,
+      statements: whole,
       notes: [],
     };
   }
@@ -274,11 +278,24 @@ export async function prepareSql(text: string): Promise<PreparedSql> {
       }
     }
   }
-  return { inTransaction: units.join(""), statements, notes };
+  const inTransaction = units.join("");
+  const inTransactionStatements = statements
+    .map((st) => ({
+      sql: inTransaction.slice(st.offset, st.offset + st.sql.length),
+      offset: st.offset,
+    }))
+    .filter((st) => st.sql.trim() !== "");
+  return { inTransaction, inTransactionStatements, statements, notes };
 }
 
 // --------------------------------------------------------------------------
 // Running files
+
+/** Length of leading whitespace and comments. */
+function firstNonBlank(text: string): number {
+  const match = /^(?:\s+|--[^\n]*\n?|\/\*[\s\S]*?\*\/)*/.exec(text);
+  return match ? match[0].length : 0;
+}
 
 /** A server error turned into `file:line:column: message`. */
 function describeError(
@@ -294,15 +311,18 @@ function describeError(
     where?: string;
     detail?: string;
   };
-  let where = file;
+  // Server positions count characters (code points) from 1; without one,
+  // point at the statement that failed.
   const pos = Number(e.position);
+  let at = offset + firstNonBlank(text.slice(offset));
   if (Number.isFinite(pos) && pos >= 1) {
-    // Server positions count characters (code points) from 1.
-    const cps = Array.from(text.slice(offset));
-    const unitOffset = offset + cps.slice(0, pos - 1).join("").length;
-    const before = text.slice(0, unitOffset).split("\n");
-    where = `${file}:${before.length}:${before[before.length - 1].length + 1}`;
+    at = offset +
+      Array.from(text.slice(offset)).slice(0, pos - 1).join("").length;
   }
+  const before = text.slice(0, at).split("\n");
+  const where = `${file}:${before.length}:${
+    before[before.length - 1].length + 1
+  }`;
   const detail = e.detail ? ` (${e.detail})` : "";
   const context = e.where && !e.position ? ` [${e.where.split("\n")[0]}]` : "";
   return `${where}: ${e.message ?? String(error)}${detail}${context}`;
@@ -372,8 +392,14 @@ class Session {
     prepared: PreparedSql,
   ): Promise<string | undefined> {
     await this.exec("savepoint mm_file");
+    // Statement by statement, so an error without a server position still
+    // names the statement's line.
+    let offset = 0;
     try {
-      await this.exec(prepared.inTransaction);
+      for (const statement of prepared.inTransactionStatements) {
+        offset = statement.offset;
+        await this.exec(statement.sql);
+      }
       await this.exec("release savepoint mm_file");
       return undefined;
     } catch (error) {
@@ -381,7 +407,7 @@ class Session {
       await this.exec(
         "rollback to savepoint mm_file; release savepoint mm_file",
       );
-      return describeError(error, file, text, 0);
+      return describeError(error, file, text, offset);
     }
   }
 
@@ -425,7 +451,12 @@ async function prepareMigration(m: Migration): Promise<PreparedMigration> {
 }
 
 function emptyPrepared(): PreparedSql {
-  return { inTransaction: "", statements: [], notes: [] };
+  return {
+    inTransaction: "",
+    inTransactionStatements: [],
+    statements: [],
+    notes: [],
+  };
 }
 
 function isNoTransaction(m: Migration): boolean {
