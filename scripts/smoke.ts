@@ -233,9 +233,10 @@ export async function runSmoke(
       [...db, "--json", "seed"],
       (r) =>
         exit(r, 0) ??
-          ((r.json?.seeded ?? []).map((s: { name: string }) => s.name)
-              .join() ===
-              "001_widgets.sql"
+          // The seed's name, with or without its extension.
+          ((r.json?.seeded ?? []).map((s: { name: string }) =>
+              s.name.replace(/\.sql$/, "")
+            ).join() === "001_widgets"
             ? undefined
             : `seeded ${JSON.stringify(r.json?.seeded)}`),
     );
