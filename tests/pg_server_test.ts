@@ -6,19 +6,21 @@ import {
 } from "../src/pg_server/ephemeral.ts";
 import { ToolError } from "../src/errors.ts";
 
-/** PIDs of running processes whose command line mentions `needle`. */
-async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
+/** Running processes whose command line mentions `needle`: "pid program". */
+async function processesMentioning(needle: string): Promise<string[]> {
+  const found: string[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (cmdline.includes(needle)) pids.push(Number(entry.name));
+      if (cmdline.includes(needle)) {
+        found.push(`${entry.name} ${cmdline.split("\0")[0]}`);
+      }
     } catch {
       // exited meanwhile
     }
   }
-  return pids;
+  return found;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -58,7 +60,17 @@ Deno.test("startEphemeralServer() starts a server that answers a query, and stop
     await server.stop();
   }
   assert.equal(await exists(dataDir), false, `data dir ${dataDir} removed`);
-  assert.deepEqual(await processesMentioning(dataDir), []);
+  // No server process right away; the watchdog shell exits within a second.
+  const servers = (await processesMentioning(dataDir)).filter((p) =>
+    p.endsWith("/postgres")
+  );
+  assert.deepEqual(servers, []);
+  let left = await processesMentioning(dataDir);
+  for (let i = 0; i < 30 && left.length > 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    left = await processesMentioning(dataDir);
+  }
+  assert.deepEqual(left, []);
   await server.stop(); // a second stop is a no-op
 });
 
