@@ -1,11 +1,21 @@
 /** Breaking-change rules (errors) of SPEC §6, on the real PostgreSQL parser. */
 import assert from "node:assert/strict";
-import { blockingFindings, type Finding, lintSql } from "../src/guardrails/mod.ts";
+import {
+  blockingFindings,
+  type Finding,
+  lintSql,
+} from "../src/guardrails/mod.ts";
 
 const OFF = { allowBreaking: false, strict: false };
 
-async function findings(sql: string, rule: string, options = OFF): Promise<Finding[]> {
-  return (await lintSql(sql, "m.up.sql", options)).filter((f) => f.rule === rule);
+async function findings(
+  sql: string,
+  rule: string,
+  options = OFF,
+): Promise<Finding[]> {
+  return (await lintSql(sql, "m.up.sql", options)).filter((f) =>
+    f.rule === rule
+  );
 }
 
 interface Case {
@@ -20,7 +30,8 @@ const CASES: Case[] = [
     fires: [
       { sql: "DROP TABLE users;", at: [[1, 1]] },
       {
-        sql: '-- legacy cleanup\n  DROP TABLE IF EXISTS public."Legacy", audit CASCADE;',
+        sql:
+          '-- legacy cleanup\n  DROP TABLE IF EXISTS public."Legacy", audit CASCADE;',
         at: [[2, 3], [2, 3]],
       },
       { sql: "CREATE TABLE a (id int);\nDROP TABLE a, b;", at: [[2, 1]] },
@@ -37,7 +48,8 @@ const CASES: Case[] = [
     fires: [
       { sql: "ALTER TABLE users DROP COLUMN email;", at: [[1, 1]] },
       {
-        sql: 'SELECT 1;\nALTER TABLE IF EXISTS ONLY s."T" ADD COLUMN a int,\n  DROP COLUMN IF EXISTS b, DROP c;',
+        sql:
+          'SELECT 1;\nALTER TABLE IF EXISTS ONLY s."T" ADD COLUMN a int,\n  DROP COLUMN IF EXISTS b, DROP c;',
         at: [[2, 1], [2, 1]],
       },
     ],
@@ -85,7 +97,8 @@ const CASES: Case[] = [
         at: [[1, 1]],
       },
       {
-        sql: "/* widen */ ALTER TABLE orders ALTER total SET DATA TYPE bigint USING total::bigint;",
+        sql:
+          "/* widen */ ALTER TABLE orders ALTER total SET DATA TYPE bigint USING total::bigint;",
         at: [[1, 13]],
       },
       {
@@ -124,7 +137,8 @@ const CASES: Case[] = [
     fires: [
       { sql: "TRUNCATE sessions;", at: [[1, 1]] },
       {
-        sql: "SELECT 1;\n\n  TRUNCATE TABLE ONLY a, b RESTART IDENTITY CASCADE;",
+        sql:
+          "SELECT 1;\n\n  TRUNCATE TABLE ONLY a, b RESTART IDENTITY CASCADE;",
         at: [[3, 3]],
       },
     ],
@@ -162,7 +176,10 @@ Deno.test("lintSql() marks breaking findings allowed under allowBreaking, and th
   const sql = "DROP TABLE users;\nALTER TABLE t DROP COLUMN c;";
   const strictOff = await lintSql(sql, "m.up.sql", OFF);
   assert.equal(blockingFindings(strictOff, false).length, 2);
-  const allowed = await lintSql(sql, "m.up.sql", { allowBreaking: true, strict: false });
+  const allowed = await lintSql(sql, "m.up.sql", {
+    allowBreaking: true,
+    strict: false,
+  });
   assert.deepEqual(allowed.map((f) => [f.rule, f.allowed]), [
     ["drop-table", true],
     ["drop-column", true],
@@ -179,12 +196,17 @@ Deno.test("lintSql() honours an allow= directive only for the rules it names", a
     ["rename-column", true, 3],
     ["drop-table", false, 4],
   ]);
-  assert.deepEqual(blockingFindings(got, false).map((f) => f.rule), ["drop-table"]);
+  assert.deepEqual(blockingFindings(got, false).map((f) => f.rule), [
+    "drop-table",
+  ]);
 });
 
 Deno.test("lintSql() ignores an allow= directive that is not a whole comment line at the top", async () => {
   const sql =
     "DROP TABLE t;\n-- managed-migrate: allow=drop-table\nSELECT '-- managed-migrate: allow=drop-table';";
   const got = await lintSql(sql, "m.up.sql", OFF);
-  assert.deepEqual(got.map((f) => [f.rule, f.allowed]), [["drop-table", false]]);
+  assert.deepEqual(got.map((f) => [f.rule, f.allowed]), [[
+    "drop-table",
+    false,
+  ]]);
 });

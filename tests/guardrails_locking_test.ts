@@ -28,7 +28,8 @@ const CASES: Case[] = [
     fires: [
       { sql: "CREATE INDEX users_email_idx ON users (email);", at: [[1, 1]] },
       {
-        sql: "CREATE TABLE n (id int);\n  CREATE UNIQUE INDEX IF NOT EXISTS i ON app.users USING btree (lower(email));",
+        sql:
+          "CREATE TABLE n (id int);\n  CREATE UNIQUE INDEX IF NOT EXISTS i ON app.users USING btree (lower(email));",
         at: [[2, 3]],
       },
     ],
@@ -43,30 +44,37 @@ const CASES: Case[] = [
     rule: "drop-index-blocking",
     fires: [
       { sql: "DROP INDEX users_email_idx;", at: [[1, 1]] },
-      { sql: "SELECT 1;\nDROP INDEX IF EXISTS app.a_idx, b_idx CASCADE;", at: [[2, 1]] },
+      {
+        sql: "SELECT 1;\nDROP INDEX IF EXISTS app.a_idx, b_idx CASCADE;",
+        at: [[2, 1]],
+      },
     ],
     passes: [
       NO_TX + "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;",
       "CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);\nDROP INDEX t_a;",
-      "DROP TABLE IF EXISTS users_email_idx_backup_view CASCADE; -- not an index".replace(
-        "DROP TABLE",
-        "DROP VIEW",
-      ),
+      "DROP TABLE IF EXISTS users_email_idx_backup_view CASCADE; -- not an index"
+        .replace(
+          "DROP TABLE",
+          "DROP VIEW",
+        ),
     ],
   },
   {
     rule: "add-foreign-key-validating",
     fires: [
       {
-        sql: "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+        sql:
+          "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
         at: [[1, 1]],
       },
       {
-        sql: "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\nALTER TABLE orders VALIDATE CONSTRAINT fk;",
+        sql:
+          "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\nALTER TABLE orders VALIDATE CONSTRAINT fk;",
         at: [[2, 1]],
       },
       {
-        sql: "ALTER TABLE orders ADD COLUMN shop_id int DEFAULT 1 REFERENCES shops (id);",
+        sql:
+          "ALTER TABLE orders ADD COLUMN shop_id int DEFAULT 1 REFERENCES shops (id);",
         at: [[1, 1]],
       },
     ],
@@ -88,7 +96,8 @@ const CASES: Case[] = [
         at: [[1, 1]],
       },
       {
-        sql: "ALTER TABLE orders ADD CONSTRAINT c CHECK (total >= 0) NOT VALID;\n\nALTER TABLE orders VALIDATE CONSTRAINT c;",
+        sql:
+          "ALTER TABLE orders ADD CONSTRAINT c CHECK (total >= 0) NOT VALID;\n\nALTER TABLE orders VALIDATE CONSTRAINT c;",
         at: [[3, 1]],
       },
       {
@@ -107,9 +116,13 @@ const CASES: Case[] = [
   {
     rule: "set-not-null",
     fires: [
-      { sql: "ALTER TABLE users ALTER COLUMN email SET NOT NULL;", at: [[1, 1]] },
       {
-        sql: "ALTER TABLE users ALTER email SET DEFAULT '',\n  ALTER name SET NOT NULL;",
+        sql: "ALTER TABLE users ALTER COLUMN email SET NOT NULL;",
+        at: [[1, 1]],
+      },
+      {
+        sql:
+          "ALTER TABLE users ALTER email SET DEFAULT '',\n  ALTER name SET NOT NULL;",
         at: [[1, 1]],
       },
       {
@@ -129,20 +142,24 @@ const CASES: Case[] = [
     rule: "add-column-volatile-default",
     fires: [
       {
-        sql: "ALTER TABLE users ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();",
+        sql:
+          "ALTER TABLE users ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();",
         at: [[1, 1]],
       },
       { sql: "ALTER TABLE users ADD COLUMN n bigserial;", at: [[1, 1]] },
       {
-        sql: "ALTER TABLE users ADD COLUMN id2 int GENERATED ALWAYS AS IDENTITY;",
+        sql:
+          "ALTER TABLE users ADD COLUMN id2 int GENERATED ALWAYS AS IDENTITY;",
         at: [[1, 1]],
       },
       {
-        sql: "ALTER TABLE t ADD COLUMN total numeric GENERATED ALWAYS AS (price * qty) STORED;",
+        sql:
+          "ALTER TABLE t ADD COLUMN total numeric GENERATED ALWAYS AS (price * qty) STORED;",
         at: [[1, 1]],
       },
       {
-        sql: "ALTER TABLE t ADD COLUMN r int DEFAULT (random() * 100)::int, ADD COLUMN s int DEFAULT nextval('s_seq'),\n ADD COLUMN u uuid DEFAULT uuid_generate_v4(), ADD COLUMN c timestamptz DEFAULT clock_timestamp(), ADD COLUMN x text DEFAULT timeofday();",
+        sql:
+          "ALTER TABLE t ADD COLUMN r int DEFAULT (random() * 100)::int, ADD COLUMN s int DEFAULT nextval('s_seq'),\n ADD COLUMN u uuid DEFAULT uuid_generate_v4(), ADD COLUMN c timestamptz DEFAULT clock_timestamp(), ADD COLUMN x text DEFAULT timeofday();",
         at: [[1, 1], [1, 1], [1, 1], [1, 1], [1, 1]],
       },
     ],
@@ -165,13 +182,15 @@ const CASES: Case[] = [
       },
       { sql: "ALTER TABLE users ADD COLUMN handle text UNIQUE;", at: [[1, 1]] },
       {
-        sql: "ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
+        sql:
+          "ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
         at: [[1, 1]],
       },
     ],
     passes: [
       "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
-      NO_TX + "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);",
+      NO_TX +
+      "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);",
       "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT t_a_key UNIQUE (a);",
     ],
   },
@@ -180,7 +199,8 @@ const CASES: Case[] = [
     fires: [
       { sql: "ALTER TABLE events ADD PRIMARY KEY (id);", at: [[1, 1]] },
       {
-        sql: "ALTER TABLE events ADD COLUMN id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY;",
+        sql:
+          "ALTER TABLE events ADD COLUMN id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY;",
         at: [[1, 1]],
       },
     ],
@@ -213,7 +233,8 @@ for (const c of CASES) {
 
 Deno.test("lintSql() reports nothing at all for the online recipes", async () => {
   const safe = [
-    NO_TX + "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);",
+    NO_TX +
+    "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);",
     "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
     "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_pkey;",
     "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
@@ -231,12 +252,17 @@ Deno.test("lintFiles() lets a CHECK validated in an earlier migration make SET N
   const files = [
     {
       file: "1.up.sql",
-      sql: "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;",
+      sql:
+        "ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;",
     },
-    { file: "2.up.sql", sql: "ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;" },
+    {
+      file: "2.up.sql",
+      sql: "ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;",
+    },
     {
       file: "3.up.sql",
-      sql: "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\nALTER TABLE users DROP CONSTRAINT users_email_nn;",
+      sql:
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\nALTER TABLE users DROP CONSTRAINT users_email_nn;",
     },
   ];
   assert.deepEqual(await lintFiles(files, OFF), []);
@@ -262,28 +288,34 @@ Deno.test("blockingFindings() blocks locking warnings only under strict", async 
 
 // The semantics the rule relies on, checked on real servers: a rewrite gives
 // the table a new relfilenode; a catalog-only ADD COLUMN keeps it.
-pgTest("lintSql() reports add-column-volatile-default exactly for the ADD COLUMNs that rewrite the table on the server", async (db) => {
-  await db.sql.unsafe(
-    "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);",
-  );
-  const cases: [string, boolean][] = [
-    ["ADD COLUMN a timestamptz NOT NULL DEFAULT now()", false],
-    ["ADD COLUMN b date DEFAULT CURRENT_DATE", false],
-    ["ADD COLUMN c int NOT NULL DEFAULT 0", false],
-    ["ADD COLUMN d int REFERENCES t2 (id)", false],
-    ["ADD COLUMN e float8 DEFAULT random()", true],
-    ["ADD COLUMN f bigserial", true],
-    ["ADD COLUMN g int GENERATED ALWAYS AS IDENTITY", true],
-    ["ADD COLUMN h int GENERATED ALWAYS AS (id * 2) STORED", true],
-    ["ADD COLUMN i timestamptz DEFAULT clock_timestamp()", true],
-  ];
-  await db.sql.unsafe("CREATE TABLE t2 (id int PRIMARY KEY)");
-  for (const [action, rewrites] of cases) {
-    const before = await db.sql`SELECT pg_relation_filenode('t') AS f`;
-    await db.sql.unsafe(`ALTER TABLE t ${action}`);
-    const after = await db.sql`SELECT pg_relation_filenode('t') AS f`;
-    assert.equal(before[0].f !== after[0].f, rewrites, `server: ${action}`);
-    const got = await findings(`ALTER TABLE t ${action};`, "add-column-volatile-default");
-    assert.equal(got.length > 0, rewrites, `lint: ${action}`);
-  }
-});
+pgTest(
+  "lintSql() reports add-column-volatile-default exactly for the ADD COLUMNs that rewrite the table on the server",
+  async (db) => {
+    await db.sql.unsafe(
+      "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    const cases: [string, boolean][] = [
+      ["ADD COLUMN a timestamptz NOT NULL DEFAULT now()", false],
+      ["ADD COLUMN b date DEFAULT CURRENT_DATE", false],
+      ["ADD COLUMN c int NOT NULL DEFAULT 0", false],
+      ["ADD COLUMN d int REFERENCES t2 (id)", false],
+      ["ADD COLUMN e float8 DEFAULT random()", true],
+      ["ADD COLUMN f bigserial", true],
+      ["ADD COLUMN g int GENERATED ALWAYS AS IDENTITY", true],
+      ["ADD COLUMN h int GENERATED ALWAYS AS (id * 2) STORED", true],
+      ["ADD COLUMN i timestamptz DEFAULT clock_timestamp()", true],
+    ];
+    await db.sql.unsafe("CREATE TABLE t2 (id int PRIMARY KEY)");
+    for (const [action, rewrites] of cases) {
+      const before = await db.sql`SELECT pg_relation_filenode('t') AS f`;
+      await db.sql.unsafe(`ALTER TABLE t ${action}`);
+      const after = await db.sql`SELECT pg_relation_filenode('t') AS f`;
+      assert.equal(before[0].f !== after[0].f, rewrites, `server: ${action}`);
+      const got = await findings(
+        `ALTER TABLE t ${action};`,
+        "add-column-volatile-default",
+      );
+      assert.equal(got.length > 0, rewrites, `lint: ${action}`);
+    }
+  },
+);

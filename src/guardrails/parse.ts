@@ -162,6 +162,8 @@ export function loadParser(): Promise<LibPgQuery> {
 /** Parses `sql` into statement summaries, or returns its syntax error with line and column. */
 export async function parseSql(sql: string): Promise<ParseResult> {
   const pg = await loadParser();
+  // libpg-query refuses an empty string; whitespace alone parses to nothing.
+  if (sql.trim() === "") return { ok: true, statements: [] };
   const source = new SourceText(sql);
   let tree: {
     stmts?: { stmt: Json; stmt_location?: number; stmt_len?: number }[];
