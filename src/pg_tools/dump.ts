@@ -6,7 +6,6 @@
  */
 
 import type { ConnectionInfo } from "../config.ts";
-import { connect } from "../db/connect.ts";
 import { EXIT, ManagedMigrateError, ToolError, UsageError } from "../errors.ts";
 import type { Reporter } from "../output/reporter.ts";
 import { findPgTool, pgToolMajorVersion, runPgTool } from "./exec.ts";
@@ -56,6 +55,9 @@ export function defaultBackupPath(database: string, now = new Date()): string {
 export async function serverMajorVersion(
   info: ConnectionInfo,
 ): Promise<number> {
+  // Loaded here, not at the top: the check runs while pg_dump already works,
+  // so postgres.js loads in parallel instead of delaying the dump.
+  const { connect } = await import("../db/connect.ts");
   const sql = await connect(info, {
     applicationName: "managed-migrate backup",
   });
@@ -74,14 +76,13 @@ function majorOf(versionNum: number): number {
 }
 
 /**
- * Finds pg_dump and checks that it is not older than the server (an older
- * pg_dump refuses, or worse, silently misses newer catalog features).
- * Returns the binary's path.
+ * Checks that the pg_dump at `path` is not older than the server: an older
+ * pg_dump refuses to dump a newer server.
  */
-async function usablePgDump(
-  options: { info: ConnectionInfo; pgBin?: string; serverVersionNum?: number },
-): Promise<string> {
-  const path = await findPgTool("pg_dump", options.pgBin);
+async function checkPgDumpVersion(
+  path: string,
+  options: { info: ConnectionInfo; serverVersionNum?: number },
+): Promise<void> {
   const [clientMajor, serverMajor] = await Promise.all([
     pgToolMajorVersion("pg_dump", path),
     options.serverVersionNum === undefined
@@ -94,31 +95,45 @@ async function usablePgDump(
       { tool: "pg_dump" },
     );
   }
-  return path;
 }
 
 /** Throws ToolError up front when pg_dump is missing or older than the server (call before anything runs). */
 export async function assertPgDumpUsable(
   options: { info: ConnectionInfo; pgBin?: string; serverVersionNum?: number },
 ): Promise<void> {
-  await usablePgDump(options);
+  await checkPgDumpVersion(
+    await findPgTool("pg_dump", options.pgBin),
+    options,
+  );
 }
 
 /** pg_dump to a temp file beside `path`, fsync, rename, mode 0600; checks pg_dump's version against the server first. */
 export async function backupDatabase(
   options: BackupOptions,
 ): Promise<BackupResult> {
+  const started = performance.now();
   const { info, reporter, signal } = options;
   const path = options.path ?? defaultBackupPath(info.database);
   const format = backupFormat(path);
   if (options.path === undefined) await ensureDefaultDir();
   const dir = dirnameOf(path);
   await assertWritableDir(path, dir);
-  const pgDump = await usablePgDump(options);
+  const pgDump = await findPgTool("pg_dump", options.pgBin);
   signal?.throwIfAborted();
 
-  const started = performance.now();
   const temp = await createPrivateTemp(path, dir);
+  // The version check runs alongside pg_dump rather than before it: pg_dump
+  // itself refuses a newer server before writing any data, so nothing is
+  // lost, and the run is one round trip shorter. A failed check stops pg_dump
+  // and its error (naming the fix) replaces pg_dump's.
+  const stop = new AbortController();
+  const dumpSignal = signal
+    ? AbortSignal.any([signal, stop.signal])
+    : stop.signal;
+  const check = checkPgDumpVersion(pgDump, options);
+  check.catch((error) => stop.abort(error));
+  const handle = await Deno.open(temp, { read: true });
+  const flusher = new Flusher(handle);
   const progress = reporter.interactive
     ? await reporter.progress("Backing up", info.display)
     : undefined;
@@ -133,7 +148,7 @@ export async function backupDatabase(
     }, 250)
     : undefined;
   try {
-    await runPgTool({
+    const dump = runPgTool({
       tool: "pg_dump",
       path: pgDump,
       args: [
@@ -144,21 +159,55 @@ export async function backupDatabase(
         `--file=${temp}`,
       ],
       info,
-      signal,
+      signal: dumpSignal,
       what: `Cannot back up database "${info.database}" to "${path}"`,
     });
-    await fsyncFile(temp);
+    const [checked, dumped] = await Promise.allSettled([check, dump]);
+    if (checked.status === "rejected") throw checked.reason;
+    if (dumped.status === "rejected") throw dumped.reason;
+    await flusher.finish();
     await Deno.rename(temp, path);
     await fsyncDir(dir);
   } catch (error) {
+    await flusher.finish().catch(() => {});
     await Deno.remove(temp).catch(() => {});
     throw error;
   } finally {
     if (ticker !== undefined) clearInterval(ticker);
     progress?.finish();
+    try {
+      handle.close();
+    } catch {
+      // already closed
+    }
   }
   const bytes = (await Deno.stat(path)).size;
   return { path, bytes, durationMs: Math.round(performance.now() - started) };
+}
+
+/**
+ * Flushes the dump to disk while pg_dump is still writing it (fdatasync every
+ * half second), so the final fsync has little left to do: a 100 MB plain dump
+ * otherwise waits ~50 ms more for writeback after pg_dump exits.
+ */
+class Flusher {
+  #busy: Promise<void> | undefined;
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(private readonly file: Deno.FsFile) {
+    this.#timer = setInterval(() => {
+      this.#busy ??= file.syncData().catch(() => {}).finally(() => {
+        this.#busy = undefined;
+      });
+    }, 500);
+  }
+
+  /** Stops the periodic flush and fsyncs the file (data and metadata). */
+  async finish(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#busy;
+    await this.file.sync();
+  }
 }
 
 function dirnameOf(path: string): string {
@@ -251,15 +300,6 @@ async function createPrivateTemp(path: string, dir: string): Promise<string> {
     );
   }
   return temp;
-}
-
-async function fsyncFile(path: string): Promise<void> {
-  const file = await Deno.open(path, { read: true });
-  try {
-    await file.sync();
-  } finally {
-    file.close();
-  }
 }
 
 /** Makes the rename durable; best effort, as some filesystems refuse fsync on a directory. */

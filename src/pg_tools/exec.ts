@@ -158,7 +158,10 @@ export async function runPgTool(
  * them with context lines), else the last ones.
  */
 export function stderrTail(stderr: string, maxLines = 3): string {
-  const lines = stderr.split(/\r?\n/).map((line) => line.trim()).filter((
+  // Whitespace runs collapse: psql pads "ERROR:  column ..." with two spaces.
+  const lines = stderr.split(/\r?\n/).map((line) =>
+    line.replace(/\s+/g, " ").trim()
+  ).filter((
     line,
   ) => line !== "");
   const errors = lines.filter((line) => /\b(error|fatal|panic)\b/i.test(line));
