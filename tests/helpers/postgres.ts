@@ -115,7 +115,7 @@ export async function withTestDb<T>(
 ): Promise<T> {
   if (options.serverUrl) {
     const version = await serverVersion(options.serverUrl);
-    const known = servers.find((s) => s.url === options.serverUrl);
+    const known = servers.find((s) => s.version === version);
     return await withDatabase(options.serverUrl, version, known?.binDir, fn);
   }
   const server = options.version === undefined
