@@ -78,7 +78,8 @@ rels as (
          c.relreplident, c.reloptions, c.relacl, c.relispartition,
          quote_ident(ns.nspname) || '.' || quote_ident(c.relname) as qname
   from pg_class c join ns on ns.oid = c.relnamespace
-  where c.oid not in (select oid from excluded)
+  where c.oid >= 16384 -- FirstNormalObjectId: user objects only
+    and c.oid not in (select oid from excluded)
     and c.relkind <> 't'
     and not exists (select 1 from ext where ext.classid = 'pg_class'::regclass and ext.objid = c.oid)
     and not exists (select 1 from pg_index i where i.indexrelid = c.oid and i.indrelid in (select oid from excluded))
@@ -89,14 +90,15 @@ procs as (
   select p.oid, p.prokind, p.proacl,
          quote_ident(ns.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')' as qname
   from pg_proc p join ns on ns.oid = p.pronamespace
-  where not exists (select 1 from ext where ext.classid = 'pg_proc'::regclass and ext.objid = p.oid)
+  where p.oid >= 16384
+    and not exists (select 1 from ext where ext.classid = 'pg_proc'::regclass and ext.objid = p.oid)
 ),
 types as (
   select t.oid, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typdefault, t.typrelid, t.typacl,
          t.typcollation,
          quote_ident(ns.nspname) || '.' || quote_ident(t.typname) as qname
   from pg_type t join ns on ns.oid = t.typnamespace
-  where t.typtype in ('e', 'd', 'r', 'c')
+  where t.oid >= 16384 and t.typtype in ('e', 'd', 'r', 'c')
     and (t.typtype <> 'c' or (select relkind from pg_class where oid = t.typrelid) = 'c')
     and not exists (select 1 from ext where ext.classid = 'pg_type'::regclass and ext.objid = t.oid)
 )
@@ -237,9 +239,12 @@ export async function snapshotSchema(
   options: SnapshotOptions = {},
 ): Promise<SchemaSnapshot> {
   const excluded = options.excludeTables ?? [];
-  const rows = await sql.unsafe<{ line: string | null }[]>(SNAPSHOT_QUERY, [
-    JSON.stringify(excluded),
-  ]);
+  // A named prepared statement: planning this query costs as much as running it.
+  const rows = await sql.unsafe<{ line: string | null }[]>(
+    SNAPSHOT_QUERY,
+    [JSON.stringify(excluded)],
+    { prepare: true },
+  );
   const lines = rows.map((r) => r.line).filter((l): l is string => l !== null);
   // Plain code-unit order: independent of the server's collation.
   lines.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
