@@ -38,6 +38,7 @@ const CASES: Case[] = [
       "CREATE TABLE t (a int);\nCREATE INDEX t_a_idx ON t (a);",
       "CREATE INDEX measurements_idx ON ONLY measurements (ts);",
       "CREATE TABLE app.t (a int);\nCREATE INDEX ON t (a);",
+      "CREATE MATERIALIZED VIEW daily AS SELECT 1 AS d;\nCREATE UNIQUE INDEX daily_d ON daily (d);",
     ],
   },
   {

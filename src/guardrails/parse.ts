@@ -311,8 +311,8 @@ function summarize(node: Json): Record<string, unknown> {
       };
     }
     case "CreateTableAsStmt": {
+      // CREATE TABLE AS and CREATE MATERIALIZED VIEW: a new relation either way.
       const into = body.into as Json;
-      if (body.objtype !== "OBJECT_TABLE") return other(type);
       return { kind: "create-table", table: rangeVar(into.rel as Json) };
     }
     case "SelectStmt": {
