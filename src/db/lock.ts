@@ -220,13 +220,18 @@ export function conflictingHoldersSql(
     const modes = CONFLICTS[t.mode] ?? CONFLICTS.AccessExclusiveLock;
     return `(${literal(name)}, ${literal(modes.join(","))})`;
   });
-  return `select distinct ${SESSION_COLUMNS}, a.xact_start
-       from (values ${rows.join(", ")}) as t(name, modes)
-       join pg_locks l on l.relation = to_regclass(t.name) and l.granted
-                      and l.mode = any(string_to_array(t.modes, ','))
-       join pg_stat_activity a on a.pid = l.pid
-      where l.pid <> pg_backend_pid()
-        and a.xact_start < clock_timestamp() - interval '${
+  // Materialized CTEs evaluate to_regclass once and read pg_stat_activity
+  // only for the few pids that hold a matching lock: this runs before every step.
+  return `with target as materialized (
+       select to_regclass(t.name) as oid, string_to_array(t.modes, ',') as modes
+         from (values ${rows.join(", ")}) as t(name, modes)
+     ), holder as materialized (
+       select distinct l.pid from pg_locks l join target on l.relation = target.oid
+        where l.granted and l.mode = any(target.modes) and l.pid <> pg_backend_pid()
+     )
+     select ${SESSION_COLUMNS}
+       from pg_stat_activity a join holder on holder.pid = a.pid
+      where a.xact_start < clock_timestamp() - interval '${
     Math.max(0, Math.round(minAgeMs))
   } milliseconds'
       order by a.xact_start`;

@@ -315,8 +315,7 @@ class StepRunner {
     m: Migration,
     targets: LockTarget[],
   ): Promise<number> {
-    await this.#waitForLongHolders(m, targets);
-    await this.send(`BEGIN; ${this.setLocalTimeouts(m)}`);
+    await this.#beginWhenNoLongHolders(m, targets);
     const watch = this.#watchBlockers(this.#timeouts(m).lock);
     try {
       const started = performance.now();
@@ -345,6 +344,25 @@ class StepRunner {
         if (found.length > 0) this.#lastBlockers = found;
       }).catch(() => {});
     }, Math.max(10, lockTimeoutMs * 0.6));
+  }
+
+  /**
+   * BEGIN with the step's timeouts and, in the same round trip, the check for
+   * long conflicting holders; while there are some, roll back (we hold no
+   * lock yet) and poll, never queueing behind them.
+   */
+  async #beginWhenNoLongHolders(m: Migration, targets: LockTarget[]) {
+    const begin = `BEGIN; ${this.setLocalTimeouts(m)}`;
+    if (targets.length === 0) {
+      await this.send(begin);
+      return;
+    }
+    const check = conflictingHoldersSql(targets, LONG_HOLDER_MS);
+    await this.#pollLongHolders(m, targets, async () => {
+      const rows = lastResult(await this.send(`${begin}; ${check}`));
+      if (rows.length > 0) await this.rollbackQuietly();
+      return rows;
+    });
   }
 
   /** Recorded `running`, each statement alone, then recorded done. */
@@ -389,20 +407,29 @@ class StepRunner {
     return durationMs;
   }
 
-  /**
-   * Waits, without queueing for the lock, while a session that has been in
-   * its transaction for more than LONG_HOLDER_MS holds a conflicting lock on
-   * one of `targets`. Bounded by the time the retries would have taken.
-   */
+  /** The same wait, on its own, for no-transaction steps. */
   async #waitForLongHolders(m: Migration, targets: LockTarget[]) {
     if (targets.length === 0) return;
+    const check = conflictingHoldersSql(targets, LONG_HOLDER_MS);
+    await this.#pollLongHolders(m, targets, () => this.send(check));
+  }
+
+  /**
+   * Runs `probe` until it finds no session that has been in its transaction
+   * for more than LONG_HOLDER_MS while holding a conflicting lock on one of
+   * `targets`, saying once who we wait for. Bounded by the time the retries
+   * would have taken; then a LockTimeoutError naming them.
+   */
+  async #pollLongHolders(
+    m: Migration,
+    targets: LockTarget[],
+    probe: () => Promise<Record<string, unknown>[]>,
+  ) {
     const budget = this.#retryBudgetMs(m);
     const started = Date.now();
     let told = false;
     while (true) {
-      const rows = await this.sql.unsafe(
-        conflictingHoldersSql(targets, LONG_HOLDER_MS),
-      );
+      const rows = await probe();
       if (rows.length === 0) return;
       this.#lastBlockers = rows.map(toBlockingSession);
       if (!told) {
@@ -537,6 +564,17 @@ class StepRunner {
     this.#diagnostics ??= await this.options.openDiagnostics();
     return blockersOf(this.#diagnostics, await this.pid());
   }
+}
+
+/**
+ * The rows of the last statement of a multi-statement query: postgres.js
+ * returns one array per statement then, but a flat array for a single one.
+ */
+function lastResult(
+  result: readonly unknown[],
+): Record<string, unknown>[] {
+  const last = Array.isArray(result[0]) ? result.at(-1) : result;
+  return [...(last as Record<string, unknown>[])];
 }
 
 /** A lock_timeout the runner may retry; never escapes runSteps(). */
