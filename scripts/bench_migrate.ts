@@ -23,13 +23,18 @@ function migrationSql(i: number): { up: string; down: string } {
   switch (i % 4) {
     case 0:
       return {
-        up: `CREATE TABLE t${i} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());\n`,
+        up:
+          `CREATE TABLE t${i} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());\n`,
         down: `DROP TABLE t${i};\n`,
       };
     case 1:
       return {
-        up: `ALTER TABLE t${i - 1} ADD COLUMN note text;\nCOMMENT ON COLUMN t${i - 1}.note IS 'free text';\n`,
-        down: `-- managed-migrate: allow=drop-column\nALTER TABLE t${i - 1} DROP COLUMN note;\n`,
+        up: `ALTER TABLE t${i - 1} ADD COLUMN note text;\nCOMMENT ON COLUMN t${
+          i - 1
+        }.note IS 'free text';\n`,
+        down: `-- managed-migrate: allow=drop-column\nALTER TABLE t${
+          i - 1
+        } DROP COLUMN note;\n`,
       };
     case 2:
       return {
@@ -50,11 +55,15 @@ async function writeHistory(dir: string): Promise<void> {
     const v = String(i + 1).padStart(6, "0");
     const { up, down } = migrationSql(i);
     await Deno.writeTextFile(`${dir}/managed-migrations/${v}_m${i}.up.sql`, up);
-    await Deno.writeTextFile(`${dir}/managed-migrations/${v}_m${i}.down.sql`, down);
+    await Deno.writeTextFile(
+      `${dir}/managed-migrations/${v}_m${i}.down.sql`,
+      down,
+    );
   }
 }
 
-const HISTORY_DDL = `CREATE TABLE managed_migrations (version text PRIMARY KEY, name text NOT NULL,
+const HISTORY_DDL =
+  `CREATE TABLE managed_migrations (version text PRIMARY KEY, name text NOT NULL,
   checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), duration_ms integer NOT NULL DEFAULT 0,
   applied_by text NOT NULL DEFAULT current_user, state text NOT NULL DEFAULT 'applied');\n`;
 
@@ -66,8 +75,11 @@ function psqlScript(
   return steps.map((s) => {
     const history = down
       ? `DELETE FROM managed_migrations WHERE version = '${s.version}';`
-      : `INSERT INTO managed_migrations (version, name, checksum, duration_ms) VALUES ('${s.version}', '${s.name}', '${"0".repeat(64)}', 1);`;
-    const body = `SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = '10min';\n${s.sql}${history}\n`;
+      : `INSERT INTO managed_migrations (version, name, checksum, duration_ms) VALUES ('${s.version}', '${s.name}', '${
+        "0".repeat(64)
+      }', 1);`;
+    const body =
+      `SET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = '10min';\n${s.sql}${history}\n`;
     return perMigrationTransaction ? `BEGIN;\n${body}COMMIT;\n` : body;
   }).join("");
 }
@@ -78,16 +90,35 @@ async function time(fn: () => Promise<void>): Promise<number> {
   return performance.now() - t;
 }
 
-async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, env: { ...env, NO_COLOR: "1" }, stdout: "piped", stderr: "piped" })
+async function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<void> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    env: { ...env, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   if (out.code !== 0) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).slice(-500)}`);
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed: ${
+        new TextDecoder().decode(out.stderr).slice(-500)
+      }`,
+    );
   }
 }
 
 function cli(args: string[], url: string) {
-  return run(Deno.execPath(), ["run", "-A", "--quiet", `${ROOT}main.ts`, ...args], { DATABASE_URL: url });
+  return run(Deno.execPath(), [
+    "run",
+    "-A",
+    "--quiet",
+    `${ROOT}main.ts`,
+    ...args,
+  ], { DATABASE_URL: url });
 }
 
 /** Runs every engine benchmark and prints the figures. */
@@ -110,41 +141,118 @@ export async function main(): Promise<void> {
       sql: migrationSql(i).up,
       down: migrationSql(i).down,
     }));
-    await Deno.writeTextFile(`${work}/floor.sql`, HISTORY_DDL + psqlScript(steps, true));
-    await Deno.writeTextFile(`${work}/floor1.sql`, HISTORY_DDL + psqlScript(steps, false));
-    const downs = steps.slice(-100).reverse().map((s) => ({ ...s, sql: s.down }));
-    await Deno.writeTextFile(`${work}/downs.sql`, psqlScript(downs, true, true));
+    await Deno.writeTextFile(
+      `${work}/floor.sql`,
+      HISTORY_DDL + psqlScript(steps, true),
+    );
+    await Deno.writeTextFile(
+      `${work}/floor1.sql`,
+      HISTORY_DDL + psqlScript(steps, false),
+    );
+    const downs = steps.slice(-100).reverse().map((s) => ({
+      ...s,
+      sql: s.down,
+    }));
+    await Deno.writeTextFile(
+      `${work}/downs.sql`,
+      psqlScript(downs, true, true),
+    );
     const psqlArgs = (url: string, file: string, one = false) => [
-      "-X", "-q", "-v", "ON_ERROR_STOP=1", ...(one ? ["-1"] : []), "-d", url, "-f", file,
+      "-X",
+      "-q",
+      "-v",
+      "ON_ERROR_STOP=1",
+      ...(one ? ["-1"] : []),
+      "-d",
+      url,
+      "-f",
+      file,
     ];
-    say(`bench on PostgreSQL ${server.version}, ${COUNT} small migrations (tables, columns, indexes, inserts)`);
+    say(
+      `bench on PostgreSQL ${server.version}, ${COUNT} small migrations (tables, columns, indexes, inserts)`,
+    );
 
     const floorUrl = await freshDb();
-    const floor = await time(() => run(psql, psqlArgs(floorUrl, `${work}/floor.sql`)));
+    const floor = await time(() =>
+      run(psql, psqlArgs(floorUrl, `${work}/floor.sql`))
+    );
     const oursUrl = await freshDb();
-    const ours = await time(() => cli(["--dir", `${work}/db`, "migrate", "--no-backup"], oursUrl));
-    say(`apply ${COUNT}: managed-migrate ${(ours / 1000).toFixed(2)}s, psql floor ${(floor / 1000).toFixed(2)}s, ratio ${(ours / floor).toFixed(2)}x (target <= 1.10x)`);
+    const ours = await time(() =>
+      cli(["--dir", `${work}/db`, "migrate", "--no-backup"], oursUrl)
+    );
+    say(
+      `apply ${COUNT}: managed-migrate ${
+        (ours / 1000).toFixed(2)
+      }s, psql floor ${(floor / 1000).toFixed(2)}s, ratio ${
+        (ours / floor).toFixed(2)
+      }x (target <= 1.10x)`,
+    );
 
     const oneFloorUrl = await freshDb();
-    const oneFloor = await time(() => run(psql, psqlArgs(oneFloorUrl, `${work}/floor1.sql`, true)));
+    const oneFloor = await time(() =>
+      run(psql, psqlArgs(oneFloorUrl, `${work}/floor1.sql`, true))
+    );
     const oneUrl = await freshDb();
-    const one = await time(() => cli(["--dir", `${work}/db`, "migrate", "--no-backup", "--single-transaction"], oneUrl));
-    say(`apply ${COUNT} --single-transaction: ${(one / 1000).toFixed(2)}s, psql -1 ${(oneFloor / 1000).toFixed(2)}s, ratio ${(one / oneFloor).toFixed(2)}x (target <= 1.05x)`);
+    const one = await time(() =>
+      cli([
+        "--dir",
+        `${work}/db`,
+        "migrate",
+        "--no-backup",
+        "--single-transaction",
+      ], oneUrl)
+    );
+    say(
+      `apply ${COUNT} --single-transaction: ${
+        (one / 1000).toFixed(2)
+      }s, psql -1 ${(oneFloor / 1000).toFixed(2)}s, ratio ${
+        (one / oneFloor).toFixed(2)
+      }x (target <= 1.05x)`,
+    );
 
     const upToDate: number[] = [];
     for (let i = 0; i < 5; i++) {
-      upToDate.push(await time(() => cli(["--dir", `${work}/db`, "migrate", "--no-backup"], oursUrl)));
+      upToDate.push(
+        await time(() =>
+          cli(["--dir", `${work}/db`, "migrate", "--no-backup"], oursUrl)
+        ),
+      );
     }
     upToDate.sort((a, b) => a - b);
-    say(`up-to-date migrate with ${COUNT} applied: median ${(upToDate[2] / 1000).toFixed(3)}s wall (target <= 0.12s)`);
+    say(
+      `up-to-date migrate with ${COUNT} applied: median ${
+        (upToDate[2] / 1000).toFixed(3)
+      }s wall (target <= 0.12s)`,
+    );
 
-    const rollback = await time(() => cli(["--dir", `${work}/db`, "rollback", "--no-backup", "--steps", "100"], oursUrl));
-    const downFloor = await time(() => run(psql, psqlArgs(floorUrl, `${work}/downs.sql`)));
-    say(`rollback --steps 100: ${(rollback / 1000).toFixed(2)}s, psql ${(downFloor / 1000).toFixed(2)}s, ratio ${(rollback / downFloor).toFixed(2)}x (target <= 1.5x)`);
+    const rollback = await time(() =>
+      cli(
+        ["--dir", `${work}/db`, "rollback", "--no-backup", "--steps", "100"],
+        oursUrl,
+      )
+    );
+    const downFloor = await time(() =>
+      run(psql, psqlArgs(floorUrl, `${work}/downs.sql`))
+    );
+    say(
+      `rollback --steps 100: ${(rollback / 1000).toFixed(2)}s, psql ${
+        (downFloor / 1000).toFixed(2)
+      }s, ratio ${(rollback / downFloor).toFixed(2)}x (target <= 1.5x)`,
+    );
 
     const versions: number[] = [];
     for (let i = 0; i < 5; i++) {
-      versions.push(await time(() => run(Deno.execPath(), ["run", "-A", "--quiet", `${ROOT}main.ts`, "--version"])));
+      versions.push(
+        await time(() =>
+          run(Deno.execPath(), [
+            "run",
+            "-A",
+            "--quiet",
+            `${ROOT}main.ts`,
+            "--version",
+          ])
+        ),
+      );
     }
     versions.sort((a, b) => a - b);
     say(`--version: median ${(versions[2] / 1000).toFixed(3)}s wall`);

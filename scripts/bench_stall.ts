@@ -21,7 +21,10 @@ const BLOCK_MS = 8000;
 const encoder = new TextEncoder();
 const say = (s: string) => Deno.stdout.writeSync(encoder.encode(s + "\n"));
 
-type Strategy = "managed-migrate" | "no lock_timeout" | "lock_timeout 1s + retries";
+type Strategy =
+  | "managed-migrate"
+  | "no lock_timeout"
+  | "lock_timeout 1s + retries";
 
 async function pgbenchPath(binDir: string): Promise<string> {
   for (const dir of [binDir, "/usr/lib/postgresql/15/bin"]) {
@@ -30,10 +33,16 @@ async function pgbenchPath(binDir: string): Promise<string> {
       return `${dir}/pgbench`;
     } catch { /* next */ }
   }
-  throw new Error("pgbench not found: install the PostgreSQL client (postgresql-contrib / postgresql)");
+  throw new Error(
+    "pgbench not found: install the PostgreSQL client (postgresql-contrib / postgresql)",
+  );
 }
 
-async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) {
+async function scenario(
+  serverUrl: string,
+  pgbench: string,
+  strategy: Strategy,
+) {
   const dbName = `stall_${Math.random().toString(36).slice(2, 8)}`;
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${dbName}`);
@@ -45,14 +54,41 @@ async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) 
   );
   const dir = await Deno.makeTempDir({ prefix: "mm_stall_" });
   await Deno.mkdir(`${dir}/db/managed-migrations`, { recursive: true });
-  await Deno.writeTextFile(`${dir}/db/managed-migrations/1_add_note.up.sql`, "ALTER TABLE accounts ADD COLUMN note text;\n");
-  await Deno.writeTextFile(`${dir}/db/managed-migrations/1_add_note.down.sql`, "-- managed-migrate: allow=drop-column\nALTER TABLE accounts DROP COLUMN note;\n");
-  await Deno.writeTextFile(`${dir}/read.sql`, "\\set id random(1, 100000)\nSELECT balance FROM accounts WHERE id = :id;\n");
+  await Deno.writeTextFile(
+    `${dir}/db/managed-migrations/1_add_note.up.sql`,
+    "ALTER TABLE accounts ADD COLUMN note text;\n",
+  );
+  await Deno.writeTextFile(
+    `${dir}/db/managed-migrations/1_add_note.down.sql`,
+    "-- managed-migrate: allow=drop-column\nALTER TABLE accounts DROP COLUMN note;\n",
+  );
+  await Deno.writeTextFile(
+    `${dir}/read.sql`,
+    "\\set id random(1, 100000)\nSELECT balance FROM accounts WHERE id = :id;\n",
+  );
   const u = new URL(url);
 
   const totalSeconds = 14;
   const bench = new Deno.Command(pgbench, {
-    args: ["-n", "-c", "4", "-j", "2", "-T", String(totalSeconds), "-f", "read.sql", "-l", "-h", u.hostname, "-p", u.port, "-U", "postgres", dbName],
+    args: [
+      "-n",
+      "-c",
+      "4",
+      "-j",
+      "2",
+      "-T",
+      String(totalSeconds),
+      "-f",
+      "read.sql",
+      "-l",
+      "-h",
+      u.hostname,
+      "-p",
+      u.port,
+      "-U",
+      "postgres",
+      dbName,
+    ],
     cwd: dir,
     stdout: "null",
     stderr: "piped",
@@ -75,7 +111,16 @@ async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) 
   let appliedAt = 0;
   if (strategy === "managed-migrate") {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", `${ROOT}main.ts`, "--dir", `${dir}/db`, "migrate", "--no-backup"],
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        `${ROOT}main.ts`,
+        "--dir",
+        `${dir}/db`,
+        "migrate",
+        "--no-backup",
+      ],
       env: { DATABASE_URL: url, NO_COLOR: "1" },
       stdout: "null",
       stderr: "piped",
@@ -89,12 +134,18 @@ async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) 
     } else {
       for (let attempt = 1;; attempt++) {
         try {
-          await mig.unsafe("begin; set local lock_timeout = '1s'; alter table accounts add column note text; commit");
+          await mig.unsafe(
+            "begin; set local lock_timeout = '1s'; alter table accounts add column note text; commit",
+          );
           break;
         } catch (e) {
           await mig.unsafe("rollback").catch(() => {});
-          if ((e as { code?: string }).code !== "55P03" || attempt > 10) throw e;
-          await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** (attempt - 1))));
+          if ((e as { code?: string }).code !== "55P03" || attempt > 10) {
+            throw e;
+          }
+          await new Promise((r) =>
+            setTimeout(r, Math.min(10_000, 500 * 2 ** (attempt - 1)))
+          );
         }
       }
     }
@@ -108,11 +159,15 @@ async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) 
   const latencies: number[] = [];
   for await (const f of Deno.readDir(dir)) {
     if (!f.name.startsWith("pgbench_log")) continue;
-    for (const line of (await Deno.readTextFile(`${dir}/${f.name}`)).split("\n")) {
+    for (
+      const line of (await Deno.readTextFile(`${dir}/${f.name}`)).split("\n")
+    ) {
       const parts = line.trim().split(/\s+/);
       if (parts.length < 6) continue;
       const endMs = Number(parts[4]) * 1000 + Number(parts[5]) / 1000;
-      if (endMs >= blockStart && endMs <= blockEnd + 3000) latencies.push(Number(parts[2]) / 1000);
+      if (endMs >= blockStart && endMs <= blockEnd + 3000) {
+        latencies.push(Number(parts[2]) / 1000);
+      }
     }
   }
   latencies.sort((a, b) => a - b);
@@ -123,7 +178,13 @@ async function scenario(serverUrl: string, pgbench: string, strategy: Strategy) 
   await admin.end();
   await Deno.remove(dir, { recursive: true });
   void t0;
-  return { strategy, worst, p99, transactions: latencies.length, appliedAfterBlockerMs: appliedAt - blockEnd };
+  return {
+    strategy,
+    worst,
+    p99,
+    transactions: latencies.length,
+    appliedAfterBlockerMs: appliedAt - blockEnd,
+  };
 }
 
 /** Runs the three scenarios on one throwaway server and prints a table. */
@@ -131,12 +192,26 @@ export async function main(): Promise<void> {
   const server = await startEphemeralServer({});
   try {
     const pgbench = await pgbenchPath(server.binDir);
-    say(`bench:stall on PostgreSQL ${server.version}: pgbench reads, 4 clients; blocker holds AccessShareLock for ${BLOCK_MS / 1000}s`);
-    say("strategy                     worst ms   p99 ms   applied after blocker ended");
-    for (const s of ["managed-migrate", "lock_timeout 1s + retries", "no lock_timeout"] as Strategy[]) {
+    say(
+      `bench:stall on PostgreSQL ${server.version}: pgbench reads, 4 clients; blocker holds AccessShareLock for ${
+        BLOCK_MS / 1000
+      }s`,
+    );
+    say(
+      "strategy                     worst ms   p99 ms   applied after blocker ended",
+    );
+    for (
+      const s of [
+        "managed-migrate",
+        "lock_timeout 1s + retries",
+        "no lock_timeout",
+      ] as Strategy[]
+    ) {
       const r = await scenario(server.url, pgbench, s);
       say(
-        `${r.strategy.padEnd(28)} ${r.worst.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)}   ${
+        `${r.strategy.padEnd(28)} ${r.worst.toFixed(1).padStart(8)} ${
+          r.p99.toFixed(1).padStart(8)
+        }   ${
           (r.appliedAfterBlockerMs / 1000).toFixed(2)
         }s (${r.transactions} transactions in window)`,
       );

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { runCli } from "./helpers/cli.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
-const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+const fixture = (name: string) =>
+  new URL(`./fixtures/${name}`, import.meta.url).pathname;
 
 Deno.test("--version prints the version from deno.json", async () => {
   const r = await runCli(["--version"]);
@@ -54,20 +55,39 @@ Deno.test("new creates a paired migration with a UTC YYYYMMDDHHMM version and re
   assert.ok((await Deno.stat(doc.down)).isFile);
   const second = await runCli(["--dir", dir, "--json", "new", "add_more"]);
   assert.equal(second.code, 0);
-  assert.ok(BigInt((second.json as { version: string }).version) > BigInt(doc.version));
+  assert.ok(
+    BigInt((second.json as { version: string }).version) > BigInt(doc.version),
+  );
   const bad = await runCli(["--dir", dir, "new", "bad name!"]);
   assert.equal(bad.code, 2);
   await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("wait gives up after --timeout on a closed port (exit 1)", async () => {
-  const r = await runCli(["wait", "--timeout", "1s"], { env: { DATABASE_URL: "postgres://u@127.0.0.1:1/db" } });
+  const r = await runCli(["wait", "--timeout", "1s"], {
+    env: { DATABASE_URL: "postgres://u@127.0.0.1:1/db" },
+  });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /Gave up after 1\.0s/);
 });
 
 Deno.test("every command has --help with an example", async () => {
-  for (const cmd of ["migrate", "rollback", "seed", "status", "backup", "restore", "test", "lint", "new", "baseline", "repair", "wait"]) {
+  for (
+    const cmd of [
+      "migrate",
+      "rollback",
+      "seed",
+      "status",
+      "backup",
+      "restore",
+      "test",
+      "lint",
+      "new",
+      "baseline",
+      "repair",
+      "wait",
+    ]
+  ) {
     const r = await runCli([cmd, "--help"]);
     assert.equal(r.code, 0, cmd);
     assert.match(r.stdout, /Example/, cmd);

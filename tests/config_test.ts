@@ -12,7 +12,9 @@ Deno.test("parseDuration() accepts ms, s, min and h", () => {
 });
 
 Deno.test("parseConnectionUrl() reads every part and hides the password in display", () => {
-  const info = parseConnectionUrl("postgres://app:s%3Acret@db.internal:6543/shop?sslmode=require");
+  const info = parseConnectionUrl(
+    "postgres://app:s%3Acret@db.internal:6543/shop?sslmode=require",
+  );
   assert.equal(info.user, "app");
   assert.equal(info.password, "s:cret");
   assert.equal(info.host, "db.internal");
@@ -23,14 +25,26 @@ Deno.test("parseConnectionUrl() reads every part and hides the password in displ
 });
 
 Deno.test("parseConnectionUrl() rejects a bad URL without echoing its password", () => {
-  assert.throws(() => parseConnectionUrl("mysql://u:hunter22@h/db"), (e: Error) => {
-    assert.doesNotMatch(e.message, /hunter22/);
-    return true;
-  });
+  assert.throws(
+    () => parseConnectionUrl("mysql://u:hunter22@h/db"),
+    (e: Error) => {
+      assert.doesNotMatch(e.message, /hunter22/);
+      return true;
+    },
+  );
 });
 
 Deno.test("redactUrl() and redactText() mask passwords", () => {
-  assert.equal(redactUrl("postgres://u:pw123@h:5432/d"), "postgres://u:***@h:5432/d");
-  assert.equal(redactText("failed for postgresql://u:pw123@h/d now"), "failed for postgresql://u:***@h/d now");
-  assert.equal(redactText("host=h password=pw123 user=u"), "host=h password=*** user=u");
+  assert.equal(
+    redactUrl("postgres://u:pw123@h:5432/d"),
+    "postgres://u:***@h:5432/d",
+  );
+  assert.equal(
+    redactText("failed for postgresql://u:pw123@h/d now"),
+    "failed for postgresql://u:***@h/d now",
+  );
+  assert.equal(
+    redactText("host=h password=pw123 user=u"),
+    "host=h password=*** user=u",
+  );
 });

@@ -4,7 +4,7 @@
  */
 
 import { CommanderError } from "@commander-js/extra-typings";
-import { buildProgram, type GlobalOptions } from "./program.ts";
+import { buildProgram } from "./program.ts";
 import { env } from "../config.ts";
 import type { CommandContext } from "../commands/context.ts";
 import { EXIT, InterruptedError, ManagedMigrateError } from "../errors.ts";

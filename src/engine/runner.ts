@@ -39,7 +39,6 @@ import {
 } from "../errors.ts";
 import type { Migration } from "../files/discover.ts";
 import { errorLocation } from "./positions.ts";
-import { splitStatements } from "./statements.ts";
 
 /** Which file of each migration runs. */
 export type Direction = "up" | "down";
@@ -372,7 +371,7 @@ class StepRunner {
     attempt: number,
   ): Promise<number> {
     const file = this.fileOf(m);
-    const statements = await splitStatements(file.sql, file.path);
+    const statements = await statementsOf(file);
     const t = this.#timeouts(m);
     await this.#waitForLongHolders(m, targets);
     if (attempt === 1) await this.send(this.historySql(m, 0, "running"));
@@ -563,6 +562,26 @@ class StepRunner {
     if (!this.options.openDiagnostics) return [];
     this.#diagnostics ??= await this.options.openDiagnostics();
     return blockersOf(this.#diagnostics, await this.pid());
+  }
+}
+
+/**
+ * A no-transaction file's statements, each to be sent alone: PostgreSQL runs
+ * a multi-statement query string as one implicit transaction, where CREATE
+ * INDEX CONCURRENTLY is refused.
+ */
+async function statementsOf(
+  file: { path: string; sql: string },
+): Promise<{ sql: string; offset: number }[]> {
+  const { splitStatements } = await import("../guardrails/mod.ts");
+  try {
+    const statements = await splitStatements(file.sql);
+    return statements.map((s) => ({ sql: s.text, offset: s.offset }));
+  } catch (error) {
+    throw new DatabaseError(
+      `Cannot read "${file.path}": ${(error as Error).message}`,
+      { file: file.path },
+    );
   }
 }
 

@@ -323,16 +323,17 @@ function locksOf(stmt: Statement): [TableRef | undefined, string][] {
 /** The statements of a file with their positions (for running a no-transaction file one statement at a time). */
 export async function splitStatements(
   sql: string,
-): Promise<{ text: string; line: number; column: number }[]> {
+): Promise<{ text: string; line: number; column: number; offset: number }[]> {
   const parsed = await parseSql(sql);
   if (!parsed.ok) {
     throw new SyntaxError(
       `${parsed.error.message} at line ${parsed.error.line}, column ${parsed.error.column}`,
     );
   }
-  return parsed.statements.map(({ text, line, column }) => ({
+  return parsed.statements.map(({ text, line, column, offset }) => ({
     text,
     line,
     column,
+    offset,
   }));
 }

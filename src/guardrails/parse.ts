@@ -63,6 +63,8 @@ export interface StatementBase {
   column: number;
   /** The statement's text, from its first token, without the final `;`. */
   text: string;
+  /** Where `text` starts in the file, in UTF-16 code units. */
+  offset: number;
 }
 
 /** A parsed statement, reduced to what the guardrails need. */
@@ -189,6 +191,7 @@ export async function parseSql(sql: string): Promise<ParseResult> {
     const base: StatementBase = {
       ...source.lineColumn(start),
       text: sql.slice(start, end).replace(/;\s*$/, "").trim(),
+      offset: start,
     };
     statements.push({ ...base, ...summarize(raw.stmt) } as Statement);
   }
