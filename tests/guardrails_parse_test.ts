@@ -120,8 +120,13 @@ Deno.test("splitStatements() returns each statement's text and position", async 
     "-- managed-migrate: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n  DROP INDEX CONCURRENTLY j;",
   );
   assert.deepEqual(got, [
-    { text: "CREATE INDEX CONCURRENTLY i ON t (a)", line: 2, column: 1 },
-    { text: "DROP INDEX CONCURRENTLY j", line: 4, column: 3 },
+    {
+      text: "CREATE INDEX CONCURRENTLY i ON t (a)",
+      line: 2,
+      column: 1,
+      offset: 35,
+    },
+    { text: "DROP INDEX CONCURRENTLY j", line: 4, column: 3, offset: 76 },
   ]);
 });
 

@@ -61,6 +61,8 @@ export async function connect(
     idle_timeout: 0,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
     prepare: false,
+    // No array-type lookup round trip at connect: we bind no arrays of custom types.
+    fetch_types: false,
     onnotice: (notice) => options.onNotice?.(String(notice.message)),
     connection: {
       application_name: options.applicationName ?? "managed-migrate",

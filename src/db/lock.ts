@@ -228,6 +228,7 @@ export function conflictingHoldersSql(
      ), holder as materialized (
        select distinct l.pid from pg_locks l join target on l.relation = target.oid
         where l.granted and l.mode = any(target.modes) and l.pid <> pg_backend_pid()
+          and l.database = (select oid from pg_database where datname = current_database())
      )
      select ${SESSION_COLUMNS}
        from pg_stat_activity a join holder on holder.pid = a.pid

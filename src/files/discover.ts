@@ -4,6 +4,7 @@
  * the file (golang-migrate `source/parse.go`).
  */
 
+import { createHash } from "node:crypto";
 import { MigrationFilesError } from "../errors.ts";
 import { type Directives, parseDirectives } from "./directives.ts";
 
@@ -44,17 +45,9 @@ export function joinPath(...parts: string[]): string {
   return parts.join("/").replace(/\/+/g, "/");
 }
 
-/** Hex SHA-256 of some bytes. */
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    bytes as Uint8Array<ArrayBuffer>,
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+/** Hex SHA-256 of some bytes (synchronous: thousands of small files hash faster than with WebCrypto). */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /** Compares two digit strings numerically without precision loss. */
@@ -85,12 +78,10 @@ async function listSqlFiles(dir: string): Promise<string[] | undefined> {
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-async function readSqlFile(
-  path: string,
-): Promise<{ text: string; checksum: string }> {
+function readSqlFile(path: string): { text: string; checksum: string } {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = Deno.readFileSync(path);
   } catch (error) {
     throw new MigrationFilesError(
       `Cannot read "${path}": ${(error as Error).message}`,
@@ -107,10 +98,7 @@ async function readSqlFile(
       "not valid UTF-8",
     );
   }
-  return {
-    text: text.replace(/^\uFEFF/, ""),
-    checksum: await sha256Hex(bytes),
-  };
+  return { text: text.replace(/^\uFEFF/, ""), checksum: sha256Hex(bytes) };
 }
 
 function directivesOf(path: string, sql: string): Directives {
@@ -168,7 +156,6 @@ export async function discoverMigrations(dir: string): Promise<Migration[]> {
     pairs.set(id, pair);
   }
 
-  const migrations: Migration[] = [];
   for (const [id, pair] of pairs) {
     if (!pair.up || !pair.down) {
       const have = (pair.up ?? pair.down)!;
@@ -182,21 +169,25 @@ export async function discoverMigrations(dir: string): Promise<Migration[]> {
         "unpaired",
       );
     }
-    const up = await readSqlFile(pair.up);
-    const down = await readSqlFile(pair.down);
-    migrations.push({
+  }
+  // Synchronous reads: for thousands of small files they are several times
+  // faster than awaiting one read after another.
+  const migrations = [...pairs].map(([id, pair]): Migration => {
+    const up = readSqlFile(pair.up!);
+    const down = readSqlFile(pair.down!);
+    return {
       version: pair.version,
       name: pair.name,
       id,
-      upPath: pair.up,
-      downPath: pair.down,
+      upPath: pair.up!,
+      downPath: pair.down!,
       upSql: up.text,
       downSql: down.text,
       checksum: up.checksum,
-      up: directivesOf(pair.up, up.text),
-      down: directivesOf(pair.down, down.text),
-    });
-  }
+      up: directivesOf(pair.up!, up.text),
+      down: directivesOf(pair.down!, down.text),
+    };
+  });
   return migrations.sort((a, b) => compareVersions(a.version, b.version));
 }
 
@@ -215,7 +206,7 @@ export async function discoverSeeds(dir: string): Promise<Seed[]> {
         "invalid file name",
       );
     }
-    const { text, checksum } = await readSqlFile(path);
+    const { text, checksum } = readSqlFile(path);
     seeds.push({
       name: fileName.replace(/\.sql$/i, ""),
       path,

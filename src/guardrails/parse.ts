@@ -161,8 +161,24 @@ export function loadParser(): Promise<LibPgQuery> {
   return parser;
 }
 
+/**
+ * The last files parsed: `migrate` lints every pending file, then asks each
+ * one's locked tables before running it; the second ask is free.
+ */
+const recent = new Map<string, ParseResult>();
+const RECENT_LIMIT = 2000;
+
 /** Parses `sql` into statement summaries, or returns its syntax error with line and column. */
 export async function parseSql(sql: string): Promise<ParseResult> {
+  const cached = recent.get(sql);
+  if (cached) return cached;
+  const result = await parseUncached(sql);
+  if (recent.size >= RECENT_LIMIT) recent.clear();
+  recent.set(sql, result);
+  return result;
+}
+
+async function parseUncached(sql: string): Promise<ParseResult> {
   const pg = await loadParser();
   // libpg-query refuses an empty string; whitespace alone parses to nothing.
   if (sql.trim() === "") return { ok: true, statements: [] };
