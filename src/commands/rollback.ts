@@ -67,6 +67,22 @@ export async function run(
       );
       return 0;
     }
+    // Downs are never refused (undoing is destructive by nature), but the
+    // operator sees what they drop before anything runs.
+    const guardrails = await import("../guardrails/mod.ts");
+    const findings = (await guardrails.lintFiles(
+      chosen.map((m) => ({
+        sql: m.downSql,
+        file: m.downPath,
+        directives: m.down,
+      })),
+      { allowBreaking: true, strict: false },
+    )).filter((f) => guardrails.findRule(f.rule)?.family === "breaking");
+    for (const f of findings) {
+      ctx.reporter.warn(
+        `${f.file}:${f.line}:${f.column}: ${f.rule}: ${f.message}`,
+      );
+    }
     if (dryRun) {
       ctx.reporter.result(
         {
@@ -78,7 +94,7 @@ export async function run(
           })),
           skipped: [],
           backup: null,
-          findings: [],
+          findings,
           dryRun: true,
         },
         () =>
@@ -96,7 +112,6 @@ export async function run(
     const backup = options.backup === false
       ? null
       : await takeBackup(ctx, session, options);
-    const guardrails = await import("../guardrails/mod.ts");
     const done = await runSteps(session.sql, chosen, {
       tables: session.tables,
       direction: "down",
