@@ -371,3 +371,57 @@ pgTest(
   },
   { versions: [15] },
 );
+
+Deno.test("a server restart mid-run is one clear line (exit 1), history stays consistent, and a rerun completes", async () => {
+  const { startEphemeralServer } = await import(
+    "../src/pg_server/ephemeral.ts"
+  );
+  const server = await startEphemeralServer({});
+  try {
+    const files: Record<string, string> = {};
+    for (let i = 1; i <= 12; i++) {
+      files[`${i}_m${i}.up.sql`] =
+        `CREATE TABLE m${i} (id int);\nSELECT pg_sleep(0.2);\n`;
+      files[`${i}_m${i}.down.sql`] = `DROP TABLE m${i};\n`;
+    }
+    const dir = await makeDir(files);
+    const env = { DATABASE_URL: server.url };
+    const child = spawnCli(["--dir", dir, "migrate", "--no-backup"], env);
+    await new Promise((r) => setTimeout(r, 1200));
+    await server.restart();
+    const out = await child.output();
+    const stderr = decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    const errorLines = stderr.split("\n").filter((l) => l.startsWith("error:"));
+    assert.equal(errorLines.length, 1, stderr);
+    assert.match(errorLines[0], /lost the connection|Database error/);
+    assert.doesNotMatch(stderr, /please report|^\s+at /m);
+
+    const sql = (await import("postgres")).default(server.url, {
+      max: 1,
+      onnotice: () => {},
+    });
+    const history = (await sql`select version from managed_migrations`).map((
+      r,
+    ) => Number(r.version));
+    const tables =
+      (await sql`select tablename from pg_tables where tablename ~ '^m[0-9]+$'`)
+        .map((r) => Number(String(r.tablename).slice(1)));
+    assert.deepEqual(
+      history.sort((a, b) => a - b),
+      tables.sort((a, b) => a - b),
+    );
+    assert.ok(history.length < 12, "the restart interrupted the run");
+    const rerun = await runCli(["--dir", dir, "migrate", "--no-backup"], {
+      env,
+    });
+    assert.equal(rerun.code, 0, rerun.stderr);
+    const [{ n }] =
+      await sql`select count(*)::int as n from managed_migrations`;
+    assert.equal(n, 12);
+    await sql.end();
+    await Deno.remove(dir, { recursive: true });
+  } finally {
+    await server.stop();
+  }
+});

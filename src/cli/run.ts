@@ -138,6 +138,8 @@ function report(error: unknown, reporter: Reporter): number {
     }
     return error.exitCode;
   }
+  const pgError = serverError(error);
+  if (pgError) return report(pgError, reporter);
   const text = error instanceof Error
     ? (error.stack ?? error.message)
     : String(error);
@@ -152,4 +154,24 @@ function report(error: unknown, reporter: Reporter): number {
     }, () => "");
   }
   return EXIT.FAILURE;
+}
+
+/**
+ * A PostgreSQL or connection error that escaped the commands' own handling
+ * (say, the server restarting between two queries) is still one line, not a
+ * bug report.
+ */
+function serverError(error: unknown): ManagedMigrateError | undefined {
+  const e = error as { code?: unknown; message?: unknown };
+  if (typeof e?.code !== "string" || typeof e.message !== "string") {
+    return undefined;
+  }
+  if (!/^[0-9A-Z]{5}$|^CONNECTION_|^E[A-Z]+$/.test(e.code)) return undefined;
+  return new ManagedMigrateError(
+    `Database error: ${
+      redactText(e.message)
+    } (${e.code}); nothing more was changed, run the command again once the server is back`,
+    EXIT.FAILURE,
+    { sqlstate: e.code },
+  );
 }

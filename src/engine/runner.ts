@@ -294,7 +294,12 @@ class StepRunner {
           durationMs,
           attempts: attempt,
         };
-      } catch (error) {
+      } catch (caught) {
+        // BEGIN/COMMIT and history writes fail too (a lost connection).
+        const error = caught instanceof ManagedMigrateError ||
+            caught instanceof RetryableLockTimeout
+          ? caught
+          : this.#explain(m, this.fileOf(m), 0, caught);
         if (!(error instanceof RetryableLockTimeout) || attempt > retries) {
           if (error instanceof RetryableLockTimeout) {
             throw await this.#lockTimeoutError(m, targets, attempt);

@@ -24,6 +24,8 @@ export interface EphemeralServer {
   stop(): Promise<void>;
   /** The same as stop(), synchronously (for `unload` handlers). */
   stopSync(): void;
+  /** `pg_ctl restart -m fast`: every session is cut, as in a failover (tests use it). */
+  restart(): Promise<void>;
 }
 
 /** Options for startEphemeralServer(). */
@@ -255,6 +257,23 @@ export async function startEphemeralServer(
           binDir: bins.binDir,
           stop,
           stopSync,
+          restart: async () => {
+            const out = await exec(
+              runAs.wrap([
+                `${bins.binDir}/pg_ctl`,
+                "-D",
+                data,
+                "-l",
+                logFile,
+                "-w",
+                "-m",
+                "fast",
+                "restart",
+              ]),
+              tmp,
+            );
+            if (out.code !== 0) throw startError("pg_ctl", out, runAs.user);
+          },
         };
       }
       killPostmasterSync(data);
