@@ -8,30 +8,53 @@ import { pgTest } from "./helpers/postgres.ts";
 import { runCli } from "./helpers/cli.ts";
 import { discoverMigrations } from "../src/files/discover.ts";
 
-const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
+const fixture = (name: string) =>
+  new URL(`./fixtures/${name}`, import.meta.url).pathname;
 
 async function versions(sql: import("postgres").Sql): Promise<string[]> {
-  const rows = await sql`select version from managed_migrations where state = 'applied'`;
-  return rows.map((r) => r.version as string).sort((a, b) => Number(a) - Number(b));
+  const rows =
+    await sql`select version from managed_migrations where state = 'applied'`;
+  return rows.map((r) => r.version as string).sort((a, b) =>
+    Number(a) - Number(b)
+  );
 }
 
 for (const name of ["basic", "no_transaction_index", "seeds"]) {
-  pgTest(`fixture "${name}" goes all up, all down, then up one by one`, async (db) => {
-    const dir = fixture(name);
-    const env = { DATABASE_URL: db.url };
-    const all = (await discoverMigrations(dir)).map((m) => m.version);
-    const up = await runCli(["--dir", dir, "migrate", "--no-backup"], { env });
-    assert.equal(up.code, 0, up.stderr);
-    assert.deepEqual(await versions(db.sql), all);
-    const down = await runCli(["--dir", dir, "rollback", "--no-backup", "--steps", String(all.length)], { env });
-    assert.equal(down.code, 0, down.stderr);
-    assert.deepEqual(await versions(db.sql), []);
-    for (let i = 0; i < all.length; i++) {
-      const step = await runCli(["--dir", dir, "migrate", "--no-backup", "--to", all[i]], { env });
-      assert.equal(step.code, 0, step.stderr);
-      assert.deepEqual(await versions(db.sql), all.slice(0, i + 1));
-    }
-  });
+  pgTest(
+    `fixture "${name}" goes all up, all down, then up one by one`,
+    async (db) => {
+      const dir = fixture(name);
+      const env = { DATABASE_URL: db.url };
+      const all = (await discoverMigrations(dir)).map((m) => m.version);
+      const up = await runCli(["--dir", dir, "migrate", "--no-backup"], {
+        env,
+      });
+      assert.equal(up.code, 0, up.stderr);
+      assert.deepEqual(await versions(db.sql), all);
+      const down = await runCli([
+        "--dir",
+        dir,
+        "rollback",
+        "--no-backup",
+        "--steps",
+        String(all.length),
+      ], { env });
+      assert.equal(down.code, 0, down.stderr);
+      assert.deepEqual(await versions(db.sql), []);
+      for (let i = 0; i < all.length; i++) {
+        const step = await runCli([
+          "--dir",
+          dir,
+          "migrate",
+          "--no-backup",
+          "--to",
+          all[i],
+        ], { env });
+        assert.equal(step.code, 0, step.stderr);
+        assert.deepEqual(await versions(db.sql), all.slice(0, i + 1));
+      }
+    },
+  );
 }
 
 /** Writes a realistic long history: empty files, no-transaction indexes, DO blocks, multi-statement files. */
@@ -39,14 +62,29 @@ async function writeLongHistory(dir: string, count: number): Promise<void> {
   await Deno.mkdir(`${dir}/managed-migrations`, { recursive: true });
   const write = (v: number, name: string, up: string, down: string) =>
     Promise.all([
-      Deno.writeTextFile(`${dir}/managed-migrations/${String(v).padStart(5, "0")}_${name}.up.sql`, up),
-      Deno.writeTextFile(`${dir}/managed-migrations/${String(v).padStart(5, "0")}_${name}.down.sql`, down),
+      Deno.writeTextFile(
+        `${dir}/managed-migrations/${
+          String(v).padStart(5, "0")
+        }_${name}.up.sql`,
+        up,
+      ),
+      Deno.writeTextFile(
+        `${dir}/managed-migrations/${
+          String(v).padStart(5, "0")
+        }_${name}.down.sql`,
+        down,
+      ),
     ]);
   for (let v = 1; v <= count; v++) {
     const t = `t${Math.floor((v - 1) / 8)}`;
     switch ((v - 1) % 8) {
       case 0:
-        await write(v, `create_${t}`, `CREATE TABLE ${t} (id bigint PRIMARY KEY, name text);\n`, `DROP TABLE ${t};\n`);
+        await write(
+          v,
+          `create_${t}`,
+          `CREATE TABLE ${t} (id bigint PRIMARY KEY, name text);\n`,
+          `DROP TABLE ${t};\n`,
+        );
         break;
       case 1:
         await write(v, "placeholder", "", "");
@@ -84,7 +122,12 @@ async function writeLongHistory(dir: string, count: number): Promise<void> {
         );
         break;
       case 6:
-        await write(v, "comment_only", "-- nothing to do in this release\n", "-- nothing to undo\n");
+        await write(
+          v,
+          "comment_only",
+          "-- nothing to do in this release\n",
+          "-- nothing to undo\n",
+        );
         break;
       default:
         await write(
@@ -97,27 +140,44 @@ async function writeLongHistory(dir: string, count: number): Promise<void> {
   }
 }
 
-pgTest("a history of 320 migrations of every kind applies, rolls all the way back, and re-applies", async (db) => {
-  const dir = await Deno.makeTempDir({ prefix: "mm_history_" });
-  await writeLongHistory(dir, 320);
-  const env = { DATABASE_URL: db.url };
-  const up = await runCli(["--dir", dir, "--json", "migrate", "--no-backup"], { env });
-  assert.equal(up.code, 0, up.stderr);
-  assert.equal((up.json as { applied: unknown[] }).applied.length, 320);
-  assert.equal((await versions(db.sql)).length, 320);
-  const [{ n }] = await db.sql`select count(*)::int as n from pg_indexes where indexname like '%_name_idx'`;
-  assert.equal(n, 40);
+pgTest(
+  "a history of 320 migrations of every kind applies, rolls all the way back, and re-applies",
+  async (db) => {
+    const dir = await Deno.makeTempDir({ prefix: "mm_history_" });
+    await writeLongHistory(dir, 320);
+    const env = { DATABASE_URL: db.url };
+    const up = await runCli(
+      ["--dir", dir, "--json", "migrate", "--no-backup"],
+      { env },
+    );
+    assert.equal(up.code, 0, up.stderr);
+    assert.equal((up.json as { applied: unknown[] }).applied.length, 320);
+    assert.equal((await versions(db.sql)).length, 320);
+    const [{ n }] = await db
+      .sql`select count(*)::int as n from pg_indexes where indexname like '%_name_idx'`;
+    assert.equal(n, 40);
 
-  const down = await runCli(["--dir", dir, "rollback", "--no-backup", "--steps", "320"], { env });
-  assert.equal(down.code, 0, down.stderr);
-  assert.deepEqual(await versions(db.sql), []);
-  const left = await db.sql`select tablename from pg_tables where schemaname = 'public' and tablename ~ '^t[0-9]+$'`;
-  assert.equal(left.length, 0);
+    const down = await runCli([
+      "--dir",
+      dir,
+      "rollback",
+      "--no-backup",
+      "--steps",
+      "320",
+    ], { env });
+    assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual(await versions(db.sql), []);
+    const left = await db
+      .sql`select tablename from pg_tables where schemaname = 'public' and tablename ~ '^t[0-9]+$'`;
+    assert.equal(left.length, 0);
 
-  const again = await runCli(["--dir", dir, "migrate", "--no-backup"], { env });
-  assert.equal(again.code, 0, again.stderr);
-  assert.equal((await versions(db.sql)).length, 320);
-  const status = await runCli(["--dir", dir, "status", "--check"], { env });
-  assert.equal(status.code, 0, status.stderr);
-  await Deno.remove(dir, { recursive: true });
-});
+    const again = await runCli(["--dir", dir, "migrate", "--no-backup"], {
+      env,
+    });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal((await versions(db.sql)).length, 320);
+    const status = await runCli(["--dir", dir, "status", "--check"], { env });
+    assert.equal(status.code, 0, status.stderr);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
