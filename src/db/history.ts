@@ -134,8 +134,17 @@ export function literal(value: string): string {
 }
 
 /**
+ * The time since the current query string started, in ms: sent in the same
+ * string as the migration's SQL, it is that SQL's duration, measured by the
+ * server, without a round trip of its own.
+ */
+export const ELAPSED_IN_QUERY_MS =
+  "(extract(epoch from clock_timestamp() - statement_timestamp()) * 1000)::integer";
+
+/**
  * SQL that records a migration as applied (or `running`), to be sent inside
  * the step's transaction. Re-recording a `running` row turns it `applied`.
+ * `durationMs` is a number, or ELAPSED_IN_QUERY_MS.
  */
 export function recordMigrationSql(
   t: HistoryTables,
@@ -143,14 +152,17 @@ export function recordMigrationSql(
     version: string;
     name: string;
     checksum: string;
-    durationMs: number;
+    durationMs: number | typeof ELAPSED_IN_QUERY_MS;
     state: "applied" | "running";
   },
 ): string {
+  const duration = typeof row.durationMs === "number"
+    ? String(Math.round(row.durationMs))
+    : row.durationMs;
   return `INSERT INTO ${t.migrations} (version, name, checksum, duration_ms, state)
     VALUES (${literal(row.version)}, ${literal(row.name)}, ${
     literal(row.checksum)
-  }, ${Math.round(row.durationMs)}, ${literal(row.state)})
+  }, ${duration}, ${literal(row.state)})
     ON CONFLICT (version) DO UPDATE SET name = excluded.name,
       checksum = excluded.checksum, duration_ms = excluded.duration_ms,
       state = excluded.state, applied_at = now(), applied_by = current_user`;

@@ -220,8 +220,9 @@ export function conflictingHoldersSql(
     const modes = CONFLICTS[t.mode] ?? CONFLICTS.AccessExclusiveLock;
     return `(${literal(name)}, ${literal(modes.join(","))})`;
   });
-  // Materialized CTEs evaluate to_regclass once and read pg_stat_activity
-  // only for the few pids that hold a matching lock: this runs before every step.
+  // Materialized CTEs evaluate to_regclass once, and pg_stat_get_activity(pid)
+  // reads only the few sessions that hold a matching lock (the whole
+  // pg_stat_activity view costs more than a round trip): this runs before every step.
   return `with target as materialized (
        select to_regclass(t.name) as oid, string_to_array(t.modes, ',') as modes
          from (values ${rows.join(", ")}) as t(name, modes)
@@ -231,7 +232,7 @@ export function conflictingHoldersSql(
           and l.database = (select oid from pg_database where datname = current_database())
      )
      select ${SESSION_COLUMNS}
-       from pg_stat_activity a join holder on holder.pid = a.pid
+       from holder, lateral pg_stat_get_activity(holder.pid) a
       where a.xact_start < clock_timestamp() - interval '${
     Math.max(0, Math.round(minAgeMs))
   } milliseconds'

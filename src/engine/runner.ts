@@ -16,6 +16,7 @@
 
 import type { Sql } from "../db/connect.ts";
 import {
+  ELAPSED_IN_QUERY_MS,
   forgetMigrationSql,
   type HistoryTables,
   recordMigrationSql,
@@ -142,19 +143,32 @@ export async function runInOneTransaction(
   const runner = new StepRunner(sql, options);
   const results: StepResult[] = [];
   try {
-    await runner.send("BEGIN");
+    // One round trip per migration: its SQL, its history row and the next
+    // migration's timeouts travel in one query string. The file's SQL comes
+    // first, so server error positions still point into the file.
+    let pending = `BEGIN; ${runner.setLocalTimeouts(migrations[0])}`;
     for (const migration of migrations) {
       options.signal.throwIfAborted();
       options.events?.onStart?.(migration);
-      await runner.send(runner.setLocalTimeouts(migration));
+      if (pending !== "") await runner.send(pending);
+      const next = migrations[migrations.indexOf(migration) + 1];
+      const nextTimeouts = next === undefined ||
+          runner.setLocalTimeouts(next) === runner.setLocalTimeouts(migration)
+        ? ""
+        : `;\n${runner.setLocalTimeouts(next)}`;
       const started = performance.now();
-      await runner.sendFile(migration, runner.fileOf(migration));
-      const durationMs = performance.now() - started;
-      await runner.send(runner.historySql(migration, durationMs, "applied"));
+      const file = runner.fileOf(migration);
+      await runner.sendFile(migration, file, {
+        sql: `${file.sql}\n;\n${
+          runner.historySql(migration, ELAPSED_IN_QUERY_MS, "applied")
+        }${nextTimeouts}`,
+        offset: 0,
+      });
+      pending = "";
       const result = {
         version: migration.version,
         name: migration.name,
-        durationMs,
+        durationMs: performance.now() - started,
         attempts: 1,
       };
       results.push(result);
@@ -231,7 +245,11 @@ class StepRunner {
     }'; SET LOCAL statement_timeout = '${pgDuration(t.statement)}'`;
   }
 
-  historySql(m: Migration, durationMs: number, state: "applied" | "running") {
+  historySql(
+    m: Migration,
+    durationMs: number | typeof ELAPSED_IN_QUERY_MS,
+    state: "applied" | "running",
+  ) {
     return this.options.direction === "up" || state === "running"
       ? recordMigrationSql(this.options.tables, {
         version: m.version,
@@ -322,11 +340,17 @@ class StepRunner {
     await this.#beginWhenNoLongHolders(m, targets);
     const watch = this.#watchBlockers(this.#timeouts(m).lock);
     try {
+      // The SQL, its history row and COMMIT in one round trip; the file's SQL
+      // comes first so server error positions still point into the file.
+      const file = this.fileOf(m);
       const started = performance.now();
-      await this.sendFile(m, this.fileOf(m));
-      const durationMs = performance.now() - started;
-      await this.send(`${this.historySql(m, durationMs, "applied")}; COMMIT`);
-      return durationMs;
+      await this.sendFile(m, file, {
+        sql: `${file.sql}\n;\n${
+          this.historySql(m, ELAPSED_IN_QUERY_MS, "applied")
+        };\nCOMMIT`,
+        offset: 0,
+      });
+      return performance.now() - started;
     } catch (error) {
       await this.rollbackQuietly();
       throw error;
