@@ -104,6 +104,7 @@ export async function run(
       ...settings,
       signal: ctx.signal,
       lockTargets: (m: Migration) => guardrails.lockedTables(m.upSql),
+      createdTables: (m: Migration) => guardrails.createdTables(m.upSql),
       openDiagnostics: () =>
         connect(session.info, {
           applicationName: "managed-migrate (diagnostics)",

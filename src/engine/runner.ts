@@ -77,6 +77,14 @@ export interface RunnerOptions {
   signal: AbortSignal;
   /** The tables a migration's SQL locks (from the parser); enables waiting without queueing. */
   lockTargets?: (migration: Migration) => Promise<LockTarget[]>;
+  /**
+   * The tables a migration creates. No session can have held a lock for long
+   * on a table this run created moments ago, so later steps skip the check
+   * for those (it costs a pg_locks scan per step on long histories).
+   */
+  createdTables?: (
+    migration: Migration,
+  ) => Promise<{ schema?: string; table: string }[]>;
   /** Opens a second session for diagnosing blockers (used only after a lock timeout). */
   openDiagnostics?: () => Promise<Sql>;
   events?: RunnerEvents;
@@ -212,6 +220,7 @@ class StepRunner {
   #current: { cancel(): void } | undefined;
   #diagnostics: Sql | undefined;
   #lastBlockers: BlockingSession[] = [];
+  #createdInRun = new Set<string>();
   #pid: number | undefined;
   #onAbort = () => this.#current?.cancel();
 
@@ -296,7 +305,9 @@ class StepRunner {
   async run(m: Migration): Promise<StepResult> {
     const noTransaction = this.fileOf(m).directives.noTransaction;
     const targets = this.options.lockTargets
-      ? await this.options.lockTargets(m).catch(() => [])
+      ? (await this.options.lockTargets(m).catch(() => [])).filter((t) =>
+        !this.#createdInRun.has(tableKey(t))
+      )
       : [];
     const retries = Math.max(0, this.options.lockRetries);
     if (this.options.openDiagnostics) await this.pid();
@@ -306,6 +317,9 @@ class StepRunner {
         const durationMs = noTransaction
           ? await this.#runWithoutTransaction(m, targets, attempt)
           : await this.#runInTransaction(m, targets);
+        for (const t of await this.options.createdTables?.(m) ?? []) {
+          this.#createdInRun.add(tableKey(t));
+        }
         return {
           version: m.version,
           name: m.name,
@@ -592,6 +606,10 @@ class StepRunner {
     this.#diagnostics ??= await this.options.openDiagnostics();
     return blockersOf(this.#diagnostics, await this.pid());
   }
+}
+
+function tableKey(t: { schema?: string; table: string }): string {
+  return `${t.schema ?? ""}.${t.table}`;
 }
 
 /**

@@ -243,6 +243,22 @@ export async function lockedTables(sql: string): Promise<LockedTable[]> {
   return out;
 }
 
+/** Tables a file creates (CREATE TABLE), as written: the runner skips its lock check for them later in the same run. */
+export async function createdTables(
+  sql: string,
+): Promise<{ schema?: string; table: string }[]> {
+  const parsed = await parseSql(sql);
+  if (!parsed.ok) return [];
+  return parsed.statements.flatMap((stmt) =>
+    stmt.kind === "create-table"
+      ? [{
+        ...(stmt.table.schema ? { schema: stmt.table.schema } : {}),
+        table: stmt.table.name,
+      }]
+      : []
+  );
+}
+
 const LOCK_STRENGTH = [
   "AccessShareLock",
   "RowShareLock",
