@@ -14,6 +14,7 @@ import type { Sql } from "./connect.ts";
 import { type HistoryTables, literal } from "./history.ts";
 import { type BlockingSession, ManagedMigrateError } from "../errors.ts";
 import { humanDuration } from "../config.ts";
+import { LOCK_MODES } from "./lock_modes.ts";
 
 /** A 64-bit advisory lock key derived from the history table's qualified name. */
 export async function lockKey(t: HistoryTables): Promise<bigint> {
@@ -150,7 +151,7 @@ export interface LockTarget {
  * Lock modes each mode conflicts with
  * (https://www.postgresql.org/docs/current/explicit-locking.html#TABLE-LOCK-COMPATIBILITY).
  */
-const CONFLICTS: Record<string, string[]> = {
+const CONFLICTS: Record<string, readonly string[]> = {
   AccessShareLock: ["AccessExclusiveLock"],
   RowShareLock: ["ExclusiveLock", "AccessExclusiveLock"],
   RowExclusiveLock: [
@@ -181,25 +182,8 @@ const CONFLICTS: Record<string, string[]> = {
     "ExclusiveLock",
     "AccessExclusiveLock",
   ],
-  ExclusiveLock: [
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-  ],
-  AccessExclusiveLock: [
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-  ],
+  ExclusiveLock: LOCK_MODES.slice(1),
+  AccessExclusiveLock: LOCK_MODES,
 };
 
 /**

@@ -4,6 +4,7 @@
  * I/O beyond loading it.
  */
 
+import { LOCK_MODES } from "../db/lock_modes.ts";
 import type { Migration } from "../files/discover.ts";
 import { type Directives, parseDirectives } from "../files/directives.ts";
 import { BREAKING_RULES } from "./breaking.ts";
@@ -259,16 +260,7 @@ export async function createdTables(
   );
 }
 
-const LOCK_STRENGTH = [
-  "AccessShareLock",
-  "RowShareLock",
-  "RowExclusiveLock",
-  "ShareUpdateExclusiveLock",
-  "ShareLock",
-  "ShareRowExclusiveLock",
-  "ExclusiveLock",
-  "AccessExclusiveLock",
-];
+const LOCK_STRENGTH = LOCK_MODES;
 
 const LIGHT_ALTERS = new Set([
   "validate-constraint",
