@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { runCli } from "./helpers/cli.ts";
+import { pgTest } from "./helpers/postgres.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 const fixture = (name: string) =>
@@ -93,3 +94,43 @@ Deno.test("every command has --help with an example", async () => {
     assert.match(r.stdout, /Example/, cmd);
   }
 });
+
+pgTest("a missing database is one line naming it, exit 1", async (db) => {
+  const url = db.url.replace(/\/[^/?]+(\?|$)/, "/no_such_database_here$1");
+  const r = await runCli(["--dir", fixture("basic"), "status"], {
+    env: { DATABASE_URL: url },
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /database "no_such_database_here" does not exist/);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+}, { versions: [15] });
+
+pgTest(
+  "--quiet prints only the result; --json prints one JSON document and logs on stderr",
+  async (db) => {
+    const env = { DATABASE_URL: db.url };
+    const quiet = await runCli([
+      "--dir",
+      fixture("basic"),
+      "--quiet",
+      "migrate",
+      "--no-backup",
+    ], { env });
+    assert.equal(quiet.code, 0, quiet.stderr);
+    // Guardrail warnings stay visible; progress lines do not.
+    assert.doesNotMatch(quiet.stderr, /Applying|Applied/);
+    assert.match(quiet.stderr, /\[empty-migration\]/);
+    assert.equal(quiet.stdout.trim(), "Applied 3 migrations");
+    const json = await runCli([
+      "--dir",
+      fixture("basic"),
+      "--json",
+      "rollback",
+      "--no-backup",
+    ], { env });
+    assert.equal(json.code, 0, json.stderr);
+    assert.ok(json.json, "stdout is one JSON document");
+    assert.match(json.stderr, /Rolled back 0003_add_name_and_posts/);
+  },
+  { versions: [15] },
+);

@@ -204,7 +204,7 @@ export function summary(
 
 function reportFindings(reporter: Reporter, findings: Finding[]): void {
   for (const f of findings) {
-    const line = `${f.file}:${f.line}:${f.column}: ${f.severity}[${f.rule}]${
+    const line = `${f.file}:${f.line}:${f.column}: [${f.rule}]${
       f.allowed ? " (allowed)" : ""
     } ${f.message}`;
     if (f.severity === "error" && !f.allowed) reporter.error(line);
