@@ -554,3 +554,40 @@ pgTest(
     holder.release();
   },
 );
+
+pgTest(
+  "--history-schema keeps the history tables in that schema",
+  async (db) => {
+    const env = { DATABASE_URL: db.url };
+    const r = await runCli([
+      "--dir",
+      fixture("basic"),
+      "--history-schema",
+      "ops",
+      "migrate",
+      "--no-backup",
+    ], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const rows = await db.sql`
+    select table_schema, table_name from information_schema.tables
+     where table_name in ('managed_migrations', 'seed_history') order by 2`;
+    assert.deepEqual(rows.map((x) => `${x.table_schema}.${x.table_name}`), [
+      "ops.managed_migrations",
+      "ops.seed_history",
+    ]);
+    const status = await runCli([
+      "--dir",
+      fixture("basic"),
+      "--history-schema",
+      "ops",
+      "status",
+      "--check",
+    ], { env });
+    assert.equal(status.code, 0, status.stderr);
+    const other = await runCli(
+      ["--dir", fixture("basic"), "status", "--check"],
+      { env },
+    );
+    assert.equal(other.code, 5, "the default schema has no history yet");
+  },
+);
