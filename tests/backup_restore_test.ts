@@ -789,3 +789,97 @@ Deno.test(
     }
   },
 );
+
+const HAS_SCRIPT = await new Deno.Command("script", { args: ["--version"] })
+  .output().then((o) => o.success, () => false);
+
+/**
+ * Runs main.ts on a pseudo-terminal (util-linux `script`), answers the first
+ * `(y/N)` prompt with `answer`, and returns the exit code and the output.
+ */
+async function runOnTerminal(
+  args: string[],
+  answer: string,
+): Promise<{ code: number; output: string }> {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+  const command = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    "--config",
+    config,
+    main,
+    ...args,
+  ]
+    .map(quote).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-qec", `stty cols 200 rows 40; exec ${command}`, "/dev/null"],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  let output = "";
+  let answered = false;
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    output += decoder.decode(chunk, { stream: true });
+    if (!answered && output.includes("(y/N)")) {
+      answered = true;
+      await writer.write(new TextEncoder().encode(answer));
+      await new Promise((r) => setTimeout(r, 100));
+      await writer.write(new TextEncoder().encode("\r"));
+    }
+  }
+  const status = await child.status;
+  await writer.close().catch(() => {});
+  return { code: status.code, output };
+}
+
+if (HAS_SCRIPT) {
+  pgTest(
+    "restore asks for confirmation on a terminal: no leaves the database alone, yes restores",
+    async (db) => {
+      await createFixture(db.sql);
+      const before = await snapshot(db.sql);
+      await withTempDir(async (dir) => {
+        const path = `${dir}/app.dump`;
+        assert.equal(
+          (await cli(db, ["backup", "--backup-path", path])).code,
+          0,
+        );
+        await mutate(db.sql);
+        const mutated = await snapshot(db.sql);
+
+        const no = await runOnTerminal([
+          "--database-url",
+          db.url,
+          "restore",
+          path,
+        ], "n");
+        assert.equal(no.code, 1, no.output);
+        assert.match(
+          no.output,
+          /Restore ".*app\.dump" into postgres:\/\/postgres@127\.0\.0\.1:\d+\/mm_t_\w+\? Every object in the backup is dropped and recreated/,
+        );
+        assert.match(no.output, /Restore cancelled: nothing was changed/);
+        assert.deepEqual(await snapshot(db.sql), mutated);
+
+        const yes = await runOnTerminal([
+          "--database-url",
+          db.url,
+          "restore",
+          path,
+        ], "y");
+        assert.equal(yes.code, 0, yes.output);
+        assert.match(yes.output, /Restored ".*app\.dump" into postgres:\/\//);
+        assert.deepEqual(await snapshot(db.sql), before);
+      });
+    },
+    { versions: [15] },
+  );
+}
