@@ -130,8 +130,6 @@ export async function backupDatabase(
   const dumpSignal = signal
     ? AbortSignal.any([signal, stop.signal])
     : stop.signal;
-  const check = checkPgDumpVersion(pgDump, options);
-  check.catch((error) => stop.abort(error));
   const handle = await Deno.open(temp, { read: true });
   const flusher = new Flusher(handle);
   const progress = reporter.interactive
@@ -162,6 +160,12 @@ export async function backupDatabase(
       signal: dumpSignal,
       what: `Cannot back up database "${info.database}" to "${path}"`,
     });
+    dump.catch(() => {}); // settled below
+    // Let dax spawn pg_dump before the check loads postgres.js: evaluating
+    // that module on this thread would otherwise hold the spawn back.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const check = checkPgDumpVersion(pgDump, options);
+    check.catch((error) => stop.abort(error));
     const [checked, dumped] = await Promise.allSettled([check, dump]);
     if (checked.status === "rejected") throw checked.reason;
     if (dumped.status === "rejected") throw dumped.reason;
