@@ -254,7 +254,7 @@ export function describeBlocker(b: BlockingSession): string {
 }
 
 function firstLine(text: string): string {
-  const line = text.trim().split("\n")[0];
+  const line = text.trim().split("\n")[0].replace(/;+\s*$/, "");
   return line.length > 120 ? line.slice(0, 117) + "..." : line;
 }
 
