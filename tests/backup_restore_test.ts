@@ -10,6 +10,8 @@ import postgres from "postgres";
 import { type CliResult, runCli } from "./helpers/cli.ts";
 import { pgTest, type TestDb } from "./helpers/postgres.ts";
 import { parseConnectionUrl } from "../src/config.ts";
+import { historyTables } from "../src/db/history.ts";
+import { lockKey } from "../src/db/lock.ts";
 import { InterruptedError } from "../src/errors.ts";
 import { Reporter } from "../src/output/reporter.ts";
 import { backupDatabase } from "../src/pg_tools/dump.ts";
@@ -883,3 +885,48 @@ if (HAS_SCRIPT) {
     { versions: [15] },
   );
 }
+
+pgTest(
+  "restore waits for the migration advisory lock before touching anything",
+  async (db) => {
+    await createFixture(db.sql);
+    const before = await snapshot(db.sql);
+    await withTempDir(async (dir) => {
+      const path = `${dir}/app.dump`;
+      assert.equal((await cli(db, ["backup", "--backup-path", path])).code, 0);
+      await mutate(db.sql);
+      const mutated = await snapshot(db.sql);
+      const key = await lockKey(historyTables("public"));
+      const holder = postgres(db.url, { max: 1, onnotice: () => {} });
+      try {
+        const [{ pid }] = await holder`
+          select pg_advisory_lock(${key.toString()}::bigint), pg_backend_pid() as pid`;
+        const run = cli(db, ["restore", path, "--yes"]);
+        // The restore connects, then polls for the lock.
+        await waitFor(async () => {
+          const rows = await db.sql`
+            select 1 from pg_stat_activity
+             where application_name = 'managed-migrate restore'`;
+          return rows.length > 0;
+        });
+        await new Promise((r) => setTimeout(r, 800));
+        assert.deepEqual(
+          await snapshot(db.sql),
+          mutated,
+          "nothing restored while the lock is held",
+        );
+        await holder`select pg_advisory_unlock(${key.toString()}::bigint)`;
+        const r = await run;
+        assert.equal(r.code, 0, show(r));
+        assert.match(
+          r.stderr,
+          new RegExp(`Waiting for the migration lock held by pid ${pid} `),
+        );
+        assert.deepEqual(await snapshot(db.sql), before);
+      } finally {
+        await holder.end();
+      }
+    });
+  },
+  { versions: [15] },
+);
