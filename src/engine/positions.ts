@@ -12,8 +12,8 @@ export function lineColumn(
 
 /**
  * Where a server error points in a file: PostgreSQL's `position` is 1-based,
- * in characters, relative to the query string that was sent, which starts at
- * `queryOffset` in the file.
+ * in characters (code points, not UTF-16 units), relative to the query string
+ * that was sent, which starts at `queryOffset` (UTF-16) in the file.
  */
 export function errorLocation(
   fileText: string,
@@ -22,5 +22,7 @@ export function errorLocation(
 ): { line: number; column: number } | undefined {
   const pos = Number(position);
   if (!Number.isFinite(pos) || pos < 1) return undefined;
-  return lineColumn(fileText, queryOffset + pos - 1);
+  const sent = fileText.slice(queryOffset);
+  const prefix = Array.from(sent).slice(0, pos - 1).join("");
+  return lineColumn(fileText, queryOffset + prefix.length);
 }

@@ -30,6 +30,7 @@
  *   would only repeat that failure).
  */
 
+import { loadParser } from "../guardrails/parse.ts";
 import type { Sql } from "../db/connect.ts";
 import {
   diffSnapshots,
@@ -118,14 +119,6 @@ type ParseTree = {
     stmt_len?: number;
   }[];
 };
-
-let parser: Promise<typeof import("libpg-query")> | undefined;
-
-/** Loads libpg-query (WASM) once, on first use. */
-function loadParser(): Promise<typeof import("libpg-query")> {
-  parser ??= import("libpg-query");
-  return parser;
-}
 
 // Statements PostgreSQL refuses inside a transaction block: skipped there.
 const NON_TRANSACTIONAL = new Set([
