@@ -128,12 +128,7 @@ export async function runPgTool(
     result = await command;
   } catch (error) {
     signal?.throwIfAborted();
-    throw new ToolError(
-      `${options.what ?? `Cannot run ${tool}`}: ${tool} could not be started: ${
-        redactText(error instanceof Error ? error.message : String(error))
-      }`,
-      { tool },
-    );
+    throw startError(tool, path, error, options.what);
   }
   signal?.throwIfAborted();
   const stderr = result.stderr;
@@ -150,6 +145,24 @@ export async function runPgTool(
     stdout: options.stdout === "piped" ? result.stdout : "",
     stderr,
   };
+}
+
+/**
+ * A tool that could not be started, as one line: a binary refused by the
+ * compiled executable's --allow-run list says which directories it accepts.
+ */
+function startError(
+  tool: PgTool,
+  path: string,
+  error: unknown,
+  what = `Cannot run ${tool}`,
+): ToolError {
+  const message = error instanceof Error ? error.message : String(error);
+  const name = error instanceof Error ? error.name : "";
+  const why = /NotCapable|Requires run access/i.test(`${name} ${message}`)
+    ? `"${path}" is not in this executable's --allow-run list: put the PostgreSQL client on PATH or in /usr/lib/postgresql/N/bin, or run from source with deno run -A`
+    : `"${path}" could not be started: ${message.split("\n")[0]}`;
+  return new ToolError(`${what}: ${redactText(why)}`, { tool });
 }
 
 /**
@@ -176,10 +189,13 @@ export async function pgToolMajorVersion(
   path: string,
 ): Promise<number> {
   const { CommandBuilder } = await import("dax");
-  const result = await new CommandBuilder().command([path, "--version"]).stdin(
-    "null",
-  )
-    .stdout("piped").stderr("piped").noThrow();
+  let result;
+  try {
+    result = await new CommandBuilder().command([path, "--version"])
+      .stdin("null").stdout("piped").stderr("piped").noThrow();
+  } catch (error) {
+    throw startError(tool, path, error);
+  }
   const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(result.stdout);
   if (result.code !== 0 || !match) {
     throw new ToolError(
