@@ -7,7 +7,7 @@
 
 import type { ConnectionInfo } from "../config.ts";
 import { EXIT, ManagedMigrateError, ToolError, UsageError } from "../errors.ts";
-import type { Reporter } from "../output/reporter.ts";
+import type { Progress, Reporter } from "../output/reporter.ts";
 import { findPgTool, pgToolMajorVersion, runPgTool } from "./exec.ts";
 
 /** What backupDatabase() wrote. */
@@ -130,22 +130,27 @@ export async function backupDatabase(
   const dumpSignal = signal
     ? AbortSignal.any([signal, stop.signal])
     : stop.signal;
-  const handle = await Deno.open(temp, { read: true });
-  const flusher = new Flusher(handle);
-  const progress = reporter.interactive
-    ? await reporter.progress("Backing up", info.display)
-    : undefined;
-  const ticker = progress
-    ? setInterval(async () => {
-      const size = await Deno.stat(temp).then((s) => s.size, () => 0);
-      progress.message(
-        `${humanBytes(size)} written, ${
-          ((performance.now() - started) / 1000).toFixed(0)
-        }s elapsed`,
-      );
-    }, 250)
-    : undefined;
+  let handle: Deno.FsFile | undefined;
+  let flusher: Flusher | undefined;
+  let progress: Progress | undefined;
+  let ticker: ReturnType<typeof setInterval> | undefined;
   try {
+    handle = await Deno.open(temp, { read: true });
+    flusher = new Flusher(handle);
+    if (reporter.interactive) {
+      const bar = progress = await reporter.progress(
+        "Backing up",
+        info.display,
+      );
+      ticker = setInterval(async () => {
+        const size = await Deno.stat(temp).then((s) => s.size, () => 0);
+        bar.message(
+          `${humanBytes(size)} written, ${
+            ((performance.now() - started) / 1000).toFixed(0)
+          }s elapsed`,
+        );
+      }, 250);
+    }
     const dump = runPgTool({
       tool: "pg_dump",
       path: pgDump,
@@ -173,14 +178,14 @@ export async function backupDatabase(
     await Deno.rename(temp, path);
     await fsyncDir(dir);
   } catch (error) {
-    await flusher.finish().catch(() => {});
+    await flusher?.finish().catch(() => {});
     await Deno.remove(temp).catch(() => {});
     throw error;
   } finally {
     if (ticker !== undefined) clearInterval(ticker);
     progress?.finish();
     try {
-      handle.close();
+      handle?.close();
     } catch {
       // already closed
     }
