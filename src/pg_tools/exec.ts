@@ -116,19 +116,27 @@ export async function runPgTool(
   const { CommandBuilder } = await import("dax");
   const { tool, path, args, info, signal } = options;
   signal?.throwIfAborted();
-  let command = new CommandBuilder().command([path, ...args])
+  const command = new CommandBuilder().command([path, ...args])
     .env(pgEnv(info))
     .stdin("null")
     .stdout(options.stdout ?? "null")
     .stderr("piped")
     .noThrow();
-  if (signal) command = command.signal(signal);
   let result;
+  // Our own abort listener on the spawned child: an abort that lands while
+  // dax is still starting the process must kill it too, or a pg_dump waiting
+  // on a table lock would wait for ever.
+  const child = command.spawn();
+  const kill = () => child.kill("SIGTERM");
+  signal?.addEventListener("abort", kill, { once: true });
+  if (signal?.aborted) kill();
   try {
-    result = await command;
+    result = await child;
   } catch (error) {
     signal?.throwIfAborted();
     throw startError(tool, path, error, options.what);
+  } finally {
+    signal?.removeEventListener("abort", kill);
   }
   signal?.throwIfAborted();
   const stderr = result.stderr;
@@ -206,4 +214,138 @@ export async function pgToolMajorVersion(
     );
   }
   return Number(match[1]);
+}
+
+/** One side of pipePgTools(). */
+export interface PipeSide {
+  tool: PgTool;
+  /** Path of the binary, from findPgTool(). */
+  path: string;
+  args: string[];
+}
+
+type DaxStdin = Parameters<
+  InstanceType<typeof import("dax").CommandBuilder>["stdin"]
+>[0];
+
+/** Options of pipePgTools(). */
+export interface PipePgToolsOptions {
+  /** Writes a script to stdout (e.g. `pg_restore --file=-`). */
+  producer: PipeSide;
+  /** Reads it on stdin (e.g. `psql --single-transaction --file=-`). */
+  consumer: PipeSide;
+  info: ConnectionInfo;
+  /**
+   * Sent to the consumer after the producer's output, only when the producer
+   * exited 0: the consumer can refuse to commit without it, so a producer
+   * that dies halfway never leaves a partial result (end of input alone
+   * would look like success to psql).
+   */
+  trailer: string;
+  signal?: AbortSignal;
+  /** Prefix of the error message. */
+  what: string;
+}
+
+/**
+ * Runs `producer | consumer` with `set -o pipefail` semantics and more:
+ * both get the libpq environment of `info` (never argv), stderr of each is
+ * captured, the consumer sees `trailer` only after the producer succeeded,
+ * and a failure of either side is one ToolError: the producer's when it
+ * failed by itself (a truncated archive: the consumer's error is then only a
+ * consequence), else the consumer's. A consumer that exits early stops the
+ * producer.
+ */
+export async function pipePgTools(options: PipePgToolsOptions): Promise<void> {
+  const { CommandBuilder } = await import("dax");
+  const { producer, consumer, info, signal } = options;
+  signal?.throwIfAborted();
+  const env = pgEnv(info);
+  let producerCommand = new CommandBuilder()
+    .command([producer.path, ...producer.args])
+    .env(env).stdin("null").stdout("piped").stderr("piped").noThrow();
+  if (signal) producerCommand = producerCommand.signal(signal);
+  let producerChild;
+  try {
+    producerChild = producerCommand.spawn();
+  } catch (error) {
+    throw startError(producer.tool, producer.path, error, options.what);
+  }
+  let producerDone = false;
+  const produced = producerChild.then(
+    (result) => ({ ok: true as const, result }),
+    (error: unknown) => ({ ok: false as const, error }),
+  ).finally(() => producerDone = true);
+  const output = producerChild.stdout();
+  const trailer = new TextEncoder().encode(options.trailer);
+  async function* feed(): AsyncGenerator<Uint8Array> {
+    const reader = output.getReader();
+    try {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        yield value;
+      }
+    } finally {
+      reader.releaseLock();
+    }
+    const outcome = await produced;
+    if (outcome.ok && outcome.result.code === 0) yield trailer;
+  }
+  let consumerCommand = new CommandBuilder()
+    .command([consumer.path, ...consumer.args])
+    // Deno's and dax's (Node) ReadableStream types differ, not the objects.
+    .env(env).stdin(ReadableStream.from(feed()) as unknown as DaxStdin)
+    .stdout("null")
+    .stderr("piped").noThrow();
+  if (signal) consumerCommand = consumerCommand.signal(signal);
+  let consumed;
+  try {
+    consumed = await consumerCommand;
+  } catch (error) {
+    producerChild.kill();
+    await produced;
+    signal?.throwIfAborted();
+    throw startError(consumer.tool, consumer.path, error, options.what);
+  }
+  // A consumer that stopped early (an error in the script) no longer reads:
+  // stop the producer rather than leave it blocked on a full pipe.
+  const stopped = consumed.code !== 0 && !producerDone;
+  if (stopped) producerChild.kill();
+  await output.cancel().catch(() => {});
+  const outcome = await produced;
+  signal?.throwIfAborted();
+  if (!outcome.ok) {
+    if (stopped) {
+      throw toolFailure(consumer.tool, consumed.code, consumed.stderr, options);
+    }
+    throw startError(producer.tool, producer.path, outcome.error, options.what);
+  }
+  const producerFailed = !stopped && outcome.result.code !== 0;
+  if (consumed.code !== 0 && !producerFailed) {
+    throw toolFailure(consumer.tool, consumed.code, consumed.stderr, options);
+  }
+  if (producerFailed) {
+    throw toolFailure(
+      producer.tool,
+      outcome.result.code,
+      outcome.result.stderr,
+      options,
+    );
+  }
+}
+
+function toolFailure(
+  tool: PgTool,
+  code: number,
+  stderr: string,
+  options: { what?: string },
+): ToolError {
+  const tail = stderrTail(stderr);
+  return new ToolError(
+    `${options.what ?? `Cannot run ${tool}`}: ${tool} exited with code ${code}${
+      tail ? `: ${tail}` : ""
+    }`,
+    { tool, exitCode: code, stderrTail: tail },
+  );
 }
