@@ -15,6 +15,8 @@ import { lockKey } from "../src/db/lock.ts";
 import { InterruptedError } from "../src/errors.ts";
 import { Reporter } from "../src/output/reporter.ts";
 import { backupDatabase } from "../src/pg_tools/dump.ts";
+import { restorePrelude, scanBackup } from "../src/pg_tools/restore.ts";
+import { snapshotSchema } from "../src/db/snapshot.ts";
 import { startEphemeralServer } from "../src/pg_server/ephemeral.ts";
 
 const PG15_BIN = "/usr/lib/postgresql/15/bin";
@@ -732,7 +734,7 @@ Deno.test(
         assert.equal(restore.code, 0, show(restore));
         assert.match(
           load.argv,
-          /psql -X --quiet --no-password --set=ON_ERROR_STOP=1 --single-transaction --file=\S+$/,
+          /psql -X --quiet --no-password --set=ON_ERROR_STOP=1 --single-transaction --command=SET LOCAL client_min_messages = warning;[\s\S]* --file=\S+$/,
         );
         const after =
           await app`select md5(string_agg(b::text, ',' order by id)) as s from big b`;
@@ -741,7 +743,8 @@ Deno.test(
         // Failures print the URL too: it must be masked there as well.
         await Deno.writeTextFile(
           `${dir}/bad.sql`,
-          "select 1;\nselect nosuchcolumn from big;\n",
+          // pg_dump's final line, so the file reaches psql and fails there.
+          "select 1;\nselect nosuchcolumn from big;\n-- PostgreSQL database dump complete\n",
         );
         const bad = await runCli([
           "--json",
@@ -866,7 +869,7 @@ if (HAS_SCRIPT) {
         assert.equal(no.code, 1, no.output);
         assert.match(
           no.output,
-          /Restore ".*app\.dump" into postgres:\/\/postgres@127\.0\.0\.1:\d+\/mm_t_\w+\? Every object in the backup is dropped and recreated/,
+          /Restore ".*app\.dump" into postgres:\/\/postgres@127\.0\.0\.1:\d+\/mm_t_\w+\? Every schema in the backup is emptied and returned to the backup's state/,
         );
         assert.match(no.output, /Restore cancelled: nothing was changed/);
         assert.deepEqual(await snapshot(db.sql), mutated);
@@ -930,3 +933,320 @@ pgTest(
   },
   { versions: [15] },
 );
+
+/** Ordered checksums of every table's rows in the user's schemas. */
+async function contents(sql: Sql): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const tables = await sql<{ name: string }[]>`
+    select quote_ident(table_schema) || '.' || quote_ident(table_name) as name
+      from information_schema.tables
+     where table_type = 'BASE TABLE'
+       and table_schema not in ('pg_catalog', 'information_schema')
+     order by 1`;
+  for (const { name } of tables) {
+    const [row] = await sql.unsafe(
+      `select count(*)::text as n,
+              md5(coalesce(string_agg(t::text, ',' order by t::text), '')) as sum
+         from ${name} t`,
+    );
+    out[name] = `${row.n}:${row.sum}`;
+  }
+  return out;
+}
+
+/** The public schema's catalog row, all but its oid, plus the extensions. */
+async function publicSchema(sql: Sql): Promise<Record<string, unknown>> {
+  const [row] = await sql`
+    select nspname, nspowner::regrole::text as owner, nspacl::text as acl,
+           obj_description(oid, 'pg_namespace') as comment
+      from pg_namespace where nspname = 'public'`;
+  return { ...row };
+}
+
+/**
+ * snapshotSchema() without the line for public's comment: it lists comments
+ * of user objects only (oid >= 16384), and public gets a new oid when the
+ * restore recreates it (2200 before). publicSchema() compares the comment.
+ */
+async function schemaOf(sql: Sql): Promise<string[]> {
+  return (await snapshotSchema(sql)).lines.filter((line) =>
+    !line.startsWith("comment on schema public:")
+  );
+}
+
+async function hasExtension(sql: Sql, name: string): Promise<boolean> {
+  const rows =
+    await sql`select 1 from pg_available_extensions where name = ${name}`;
+  return rows.length > 0;
+}
+
+for (const ext of ["sql", "dump"] as const) {
+  pgTest(
+    `restore (.${ext}) returns every covered schema to the backup: newer tables, views, columns, rows and extensions are gone`,
+    async (db) => {
+      await createFixture(db.sql);
+      await db.sql.unsafe(`
+        create schema app;
+        create table app.items (id int primary key, label text);
+        insert into app.items select g, 'item ' || g from generate_series(1, 50) g;
+        -- A row that looks like pg_dump's TOC header naming schema "later":
+        -- it must not make the restore drop that schema.
+        create table app.tricky (line text);
+        insert into app.tricky values
+          ('--'), ('-- Name: t; Type: TABLE; Schema: later; Owner: postgres'), ('--');
+        create function app.body() returns text language sql
+          as $$ select '
+--
+-- Name: t; Type: TABLE; Schema: later; Owner: postgres
+--
+'::text $$;
+        -- A public schema that is not initdb's: the ACL must survive grant by grant.
+        grant create on schema public to public;
+        comment on schema public is 'our public schema';
+      `);
+      // contrib may be missing elsewhere: then only the extension part is skipped.
+      const withCitext = await hasExtension(db.sql, "citext");
+      await withTempDir(async (dir) => {
+        const path = `${dir}/app.${ext}`;
+        const backup = await cli(db, ["backup", "--backup-path", path]);
+        assert.equal(backup.code, 0, show(backup));
+        const schemaAtBackup = await schemaOf(db.sql);
+        const rowsAtBackup = await contents(db.sql);
+        const publicAtBackup = await publicSchema(db.sql);
+
+        await db.sql.unsafe(`
+          create table public.newer (id int);
+          create table app.newer_in_app (id int);
+          create view public.newer_view as select id, email from users;
+          alter table users add column extra text;
+          alter table app.items add column price numeric;
+          insert into users (email) values ('late@example.com');
+          insert into app.items values (51, 'late', 1.5);
+          create schema later;
+          create table later.t (id int);
+        `);
+        if (withCitext) await db.sql`create extension citext`;
+        const later = await db.sql`select count(*)::int as n from later.t`;
+        assert.notDeepEqual(await schemaOf(db.sql), schemaAtBackup);
+
+        const r = await cli(db, ["--json", "restore", path, "--yes"]);
+        assert.equal(r.code, 0, show(r));
+        const doc = r.json as { restore: { schemas: string[] } };
+        assert.deepEqual(doc.restore.schemas, ["app", "public"]);
+
+        // A schema the backup does not cover is not touched (even though a
+        // table row and a function body in the backup mimic a header naming it).
+        assert.deepEqual(
+          await db.sql`select count(*)::int as n from later.t`,
+          later,
+        );
+        await db.sql`drop schema later cascade`;
+
+        assert.deepEqual(await schemaOf(db.sql), schemaAtBackup);
+        assert.deepEqual(await contents(db.sql), rowsAtBackup);
+        assert.deepEqual(await publicSchema(db.sql), publicAtBackup);
+        assert.equal(
+          (await db.sql`select to_regclass('public.newer') as r`)[0].r,
+          null,
+          "a table created after the backup is gone",
+        );
+        const exts = await db.sql`select extname from pg_extension`;
+        assert.ok(
+          !exts.some((e) => e.extname === "citext"),
+          "an extension created after the backup is gone",
+        );
+
+        // Restoring again gives the same state (nothing accumulates).
+        const again = await cli(db, ["restore", path, "--yes"]);
+        assert.equal(again.code, 0, show(again));
+        assert.deepEqual(await schemaOf(db.sql), schemaAtBackup);
+        assert.deepEqual(await publicSchema(db.sql), publicAtBackup);
+      });
+    },
+    { versions: [15] },
+  );
+
+  pgTest(
+    `restore (.${ext}) of the backup migrate took lets the same migration run again`,
+    async (db) => {
+      const dbDir = await Deno.makeTempDir({ prefix: "mm-restore-db-" });
+      try {
+        await Deno.mkdir(`${dbDir}/managed-migrations`);
+        await Deno.writeTextFile(
+          `${dbDir}/managed-migrations/0001_create_x.up.sql`,
+          "CREATE TABLE x (id bigint PRIMARY KEY);\n",
+        );
+        await Deno.writeTextFile(
+          `${dbDir}/managed-migrations/0001_create_x.down.sql`,
+          "DROP TABLE x;\n",
+        );
+        const path = `${dbDir}/before.${ext}`;
+        const run = (args: string[]) => cli(db, ["--dir", dbDir, ...args]);
+        const migrate = await run(["migrate", "--backup-path", path]);
+        assert.equal(migrate.code, 0, show(migrate));
+        assert.notEqual(
+          (await db.sql`select to_regclass('public.x') as r`)[0].r,
+          null,
+        );
+
+        const restore = await run(["restore", path, "--yes"]);
+        assert.equal(restore.code, 0, show(restore));
+        assert.equal(
+          (await db.sql`select to_regclass('public.x') as r`)[0].r,
+          null,
+          "the table the migration created is gone",
+        );
+        const history = await db
+          .sql`select count(*)::int as n from public.managed_migrations`;
+        assert.equal(history[0].n, 0, "the history is back to before");
+
+        const again = await run(["migrate", "--no-backup"]);
+        assert.equal(again.code, 0, show(again));
+        const applied = await db
+          .sql`select version from public.managed_migrations`;
+        assert.deepEqual(applied.map((row) => row.version), ["0001"]);
+      } finally {
+        await Deno.remove(dbDir, { recursive: true });
+      }
+    },
+    { versions: [15] },
+  );
+}
+
+pgTest(
+  "restore of a .sql backup that fails at its end changes nothing, not even objects created after the backup",
+  async (db) => {
+    await createFixture(db.sql);
+    await withTempDir(async (dir) => {
+      const good = `${dir}/good.sql`;
+      assert.equal((await cli(db, ["backup", "--backup-path", good])).code, 0);
+      const text = await Deno.readTextFile(good);
+      const end = text.lastIndexOf("-- PostgreSQL database dump complete");
+      assert.ok(end > 0);
+      const bad = `${dir}/bad.sql`;
+      await Deno.writeTextFile(
+        bad,
+        `${text.slice(0, end)}CREATE TABLE public.fails (x nosuchtype);\n${
+          text.slice(end)
+        }`,
+      );
+      await mutate(db.sql);
+      await db.sql.unsafe(`
+        create table public.newer (id int);
+        insert into public.newer values (1), (2);
+        create view public.newer_view as select id from users;
+      `);
+      const schema = await snapshotSchema(db.sql);
+      const rows = await contents(db.sql);
+      const publicOid = async () =>
+        (await db
+          .sql`select oid::int from pg_namespace where nspname = 'public'`)[0]
+          .oid;
+      const oid = await publicOid();
+
+      const r = await cli(db, ["restore", bad, "--yes"]);
+      assert.equal(r.code, 1, show(r));
+      assert.match(
+        assertOneErrorLine(r),
+        /^error: Cannot restore ".*bad\.sql" into database "mm_t_\w+" \(nothing was changed\): psql exited with code 3: .*ERROR: +type "nosuchtype" does not exist/,
+      );
+      assert.deepEqual(await snapshotSchema(db.sql), schema);
+      assert.deepEqual(await contents(db.sql), rows);
+      assert.equal(await publicOid(), oid, "public was not even recreated");
+
+      // Cut short before pg_dump's last line: refused before psql runs.
+      const cut = `${dir}/cut.sql`;
+      await Deno.writeTextFile(cut, text.slice(0, end));
+      const refused = await cli(db, ["restore", cut, "--yes"]);
+      assert.equal(refused.code, 1, show(refused));
+      assert.match(
+        assertOneErrorLine(refused),
+        /^error: Cannot restore ".*cut\.sql": it lacks pg_dump's final "PostgreSQL database dump complete" line: the file is truncated or not a pg_dump backup \(nothing was changed\)$/,
+      );
+      assert.deepEqual(await contents(db.sql), rows);
+    });
+  },
+  { versions: [15] },
+);
+
+pgTest(
+  "restore of a .dump whose pg_restore dies halfway (truncated data) commits nothing",
+  async (db) => {
+    await db.sql.unsafe(`
+      create table big (id int primary key, body text);
+      insert into big select g, md5(g::text) from generate_series(1, 100000) g;
+    `);
+    await withTempDir(async (dir) => {
+      const good = `${dir}/good.dump`;
+      assert.equal((await cli(db, ["backup", "--backup-path", good])).code, 0);
+      const bytes = await Deno.readFile(good);
+      // The table of contents is at the start: the schema scan succeeds and
+      // pg_restore fails only while streaming the data into psql.
+      const cut = `${dir}/cut.dump`;
+      await Deno.writeFile(cut, bytes.subarray(0, bytes.length - 2000));
+      await db.sql.unsafe(`
+        delete from big where id > 10;
+        create table newer (id int);
+      `);
+      const schema = await snapshotSchema(db.sql);
+      const rows = await contents(db.sql);
+      const r = await cli(db, ["restore", cut, "--yes"]);
+      assert.equal(r.code, 1, show(r));
+      assert.match(
+        assertOneErrorLine(r),
+        /^error: Cannot restore ".*cut\.dump" into database "mm_t_\w+" \(nothing was changed\): pg_restore exited with code 1: pg_restore: error: /,
+      );
+      assert.deepEqual(await snapshotSchema(db.sql), schema);
+      assert.deepEqual(await contents(db.sql), rows);
+    });
+  },
+  { versions: [15] },
+);
+
+Deno.test("scanBackup() finds schemas in TOC headers, never in COPY rows, strings, bodies or comments", async () => {
+  const script = [
+    "--",
+    "-- Name: app; Type: SCHEMA; Schema: -; Owner: postgres",
+    "--",
+    "CREATE SCHEMA app;",
+    "--",
+    "-- Name: f(); Type: FUNCTION; Schema: fns; Owner: postgres",
+    "--",
+    "CREATE FUNCTION fns.f() RETURNS text AS $_$",
+    "-- Name: x; Type: TABLE; Schema: in_dollar; Owner: postgres",
+    "$_$;",
+    "SELECT 'it''s",
+    "-- Name: x; Type: TABLE; Schema: in_string; Owner: postgres",
+    "';",
+    "SELECT E'\\'",
+    "-- Name: x; Type: TABLE; Schema: in_estring; Owner: postgres",
+    "';",
+    "/* /* nested",
+    "*/",
+    "-- Name: x; Type: TABLE; Schema: in_comment; Owner: postgres",
+    "*/",
+    "--",
+    "-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: postgres",
+    "--",
+    "COPY public.t (line) FROM stdin;",
+    "-- Name: x; Type: TABLE; Schema: in_copy; Owner: postgres",
+    "\\.",
+    "-- Name: pg_x; Type: TABLE; Schema: pg_catalog; Owner: postgres",
+    "-- Name: plpgsql; Type: EXTENSION; Schema: -; Owner: -",
+    "-- PostgreSQL database dump complete",
+  ];
+  async function* lines() {
+    yield* script;
+  }
+  assert.deepEqual(await scanBackup(lines()), {
+    schemas: ["app", "fns", "public"],
+    complete: true,
+  });
+  const prelude = restorePrelude(['we"ird', "public"]);
+  assert.match(prelude, /DROP SCHEMA IF EXISTS "we""ird" CASCADE;/);
+  assert.match(
+    prelude,
+    /DROP SCHEMA public CASCADE;\n {2}CREATE SCHEMA public;/,
+  );
+  assert.doesNotMatch(prelude, /DROP SCHEMA IF EXISTS "public"/);
+});

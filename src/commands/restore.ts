@@ -42,10 +42,8 @@ export async function run(
   }
   const format = await checkBackupFile(path);
   const info = resolveConnection(ctx.config.databaseUrl);
-  await findPgTool(
-    format === "plain" ? "psql" : "pg_restore",
-    ctx.config.pgBin,
-  );
+  await findPgTool("psql", ctx.config.pgBin);
+  if (format === "custom") await findPgTool("pg_restore", ctx.config.pgBin);
 
   if (options.yes !== true) {
     if (!(Deno.stdin.isTerminal() && Deno.stderr.isTerminal())) {
@@ -56,7 +54,7 @@ export async function run(
     const { default: $ } = await import("dax");
     const ok = await $.maybeConfirm({
       message:
-        `Restore "${path}" into ${info.display}? Every object in the backup is dropped and recreated`,
+        `Restore "${path}" into ${info.display}? Every schema in the backup is emptied and returned to the backup's state`,
       default: false,
       signal: ctx.signal,
     });

@@ -261,77 +261,103 @@ export async function pipePgTools(options: PipePgToolsOptions): Promise<void> {
   const { producer, consumer, info, signal } = options;
   signal?.throwIfAborted();
   const env = pgEnv(info);
-  let producerCommand = new CommandBuilder()
+  const producerCommand = new CommandBuilder()
     .command([producer.path, ...producer.args])
     .env(env).stdin("null").stdout("piped").stderr("piped").noThrow();
-  if (signal) producerCommand = producerCommand.signal(signal);
-  let producerChild;
+  let producerChild: ReturnType<typeof producerCommand.spawn>;
   try {
     producerChild = producerCommand.spawn();
   } catch (error) {
     throw startError(producer.tool, producer.path, error, options.what);
   }
-  let producerDone = false;
-  const produced = producerChild.then(
-    (result) => ({ ok: true as const, result }),
-    (error: unknown) => ({ ok: false as const, error }),
-  ).finally(() => producerDone = true);
-  const output = producerChild.stdout();
-  const trailer = new TextEncoder().encode(options.trailer);
-  async function* feed(): AsyncGenerator<Uint8Array> {
-    const reader = output.getReader();
-    try {
-      while (true) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        yield value;
-      }
-    } finally {
-      reader.releaseLock();
-    }
-    const outcome = await produced;
-    if (outcome.ok && outcome.result.code === 0) yield trailer;
-  }
-  let consumerCommand = new CommandBuilder()
-    .command([consumer.path, ...consumer.args])
-    // Deno's and dax's (Node) ReadableStream types differ, not the objects.
-    .env(env).stdin(ReadableStream.from(feed()) as unknown as DaxStdin)
-    .stdout("null")
-    .stderr("piped").noThrow();
-  if (signal) consumerCommand = consumerCommand.signal(signal);
-  let consumed;
+  // Our own abort listener, as in runPgTool(): an abort that lands while a
+  // child starts must still kill it.
+  let consumerChild: ReturnType<typeof producerCommand.spawn> | undefined;
+  const kill = () => {
+    producerChild.kill("SIGTERM");
+    consumerChild?.kill("SIGTERM");
+  };
+  signal?.addEventListener("abort", kill, { once: true });
   try {
-    consumed = await consumerCommand;
-  } catch (error) {
-    producerChild.kill();
-    await produced;
-    signal?.throwIfAborted();
-    throw startError(consumer.tool, consumer.path, error, options.what);
+    return await runPipe();
+  } finally {
+    signal?.removeEventListener("abort", kill);
   }
-  // A consumer that stopped early (an error in the script) no longer reads:
-  // stop the producer rather than leave it blocked on a full pipe.
-  const stopped = consumed.code !== 0 && !producerDone;
-  if (stopped) producerChild.kill();
-  await output.cancel().catch(() => {});
-  const outcome = await produced;
-  signal?.throwIfAborted();
-  if (!outcome.ok) {
-    if (stopped) {
+
+  async function runPipe(): Promise<void> {
+    let producerDone = false;
+    const produced = producerChild.then(
+      (result) => ({ ok: true as const, result }),
+      (error: unknown) => ({ ok: false as const, error }),
+    ).finally(() => producerDone = true);
+    const output = producerChild.stdout();
+    const trailer = new TextEncoder().encode(options.trailer);
+    async function* feed(): AsyncGenerator<Uint8Array> {
+      const reader = output.getReader();
+      try {
+        while (true) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          yield value;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+      const outcome = await produced;
+      if (outcome.ok && outcome.result.code === 0) yield trailer;
+    }
+    const consumerCommand = new CommandBuilder()
+      .command([consumer.path, ...consumer.args])
+      // Deno's and dax's (Node) ReadableStream types differ, not the objects.
+      .env(env).stdin(ReadableStream.from(feed()) as unknown as DaxStdin)
+      .stdout("null")
+      .stderr("piped").noThrow();
+    let consumed;
+    try {
+      consumerChild = consumerCommand.spawn();
+      if (signal?.aborted) kill();
+      consumed = await consumerChild;
+    } catch (error) {
+      producerChild.kill();
+      await produced;
+      signal?.throwIfAborted();
+      throw startError(consumer.tool, consumer.path, error, options.what);
+    }
+    // A consumer that stopped early (an error in the script) no longer reads:
+    // stop the producer rather than leave it blocked on a full pipe.
+    const stopped = consumed.code !== 0 && !producerDone;
+    if (stopped) producerChild.kill();
+    await output.cancel().catch(() => {});
+    const outcome = await produced;
+    signal?.throwIfAborted();
+    if (!outcome.ok) {
+      if (stopped) {
+        throw toolFailure(
+          consumer.tool,
+          consumed.code,
+          consumed.stderr,
+          options,
+        );
+      }
+      throw startError(
+        producer.tool,
+        producer.path,
+        outcome.error,
+        options.what,
+      );
+    }
+    const producerFailed = !stopped && outcome.result.code !== 0;
+    if (consumed.code !== 0 && !producerFailed) {
       throw toolFailure(consumer.tool, consumed.code, consumed.stderr, options);
     }
-    throw startError(producer.tool, producer.path, outcome.error, options.what);
-  }
-  const producerFailed = !stopped && outcome.result.code !== 0;
-  if (consumed.code !== 0 && !producerFailed) {
-    throw toolFailure(consumer.tool, consumed.code, consumed.stderr, options);
-  }
-  if (producerFailed) {
-    throw toolFailure(
-      producer.tool,
-      outcome.result.code,
-      outcome.result.stderr,
-      options,
-    );
+    if (producerFailed) {
+      throw toolFailure(
+        producer.tool,
+        outcome.result.code,
+        outcome.result.stderr,
+        options,
+      );
+    }
   }
 }
 
