@@ -1089,8 +1089,11 @@ for (const ext of ["sql", "dump"] as const) {
           null,
         );
 
+        // initdb's public (PG15: owned by pg_database_owner, =U/pg_database_owner).
+        const publicBefore = await publicSchema(db.sql);
         const restore = await run(["restore", path, "--yes"]);
         assert.equal(restore.code, 0, show(restore));
+        assert.deepEqual(await publicSchema(db.sql), publicBefore);
         assert.equal(
           (await db.sql`select to_regclass('public.x') as r`)[0].r,
           null,
