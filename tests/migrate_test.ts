@@ -591,3 +591,31 @@ pgTest(
     assert.equal(other.code, 5, "the default schema has no history yet");
   },
 );
+
+pgTest(
+  "a pending migration older than the newest applied one runs, with a warning",
+  async (db) => {
+    const env = { DATABASE_URL: db.url };
+    const dir = await Deno.makeTempDir();
+    await Deno.mkdir(`${dir}/managed-migrations`);
+    const write = (name: string, text: string) =>
+      Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+    await write("2_b.up.sql", "CREATE TABLE b (id int);\n");
+    await write("2_b.down.sql", "DROP TABLE b;\n");
+    assert.equal(
+      (await runCli(["--dir", dir, "migrate", "--no-backup"], { env })).code,
+      0,
+    );
+    await write("1_a.up.sql", "CREATE TABLE a (id int);\n");
+    await write("1_a.down.sql", "DROP TABLE a;\n");
+    const r = await runCli(["--dir", dir, "migrate", "--no-backup"], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /"1_a" is older than the applied "2_b": applying it out of order/,
+    );
+    assert.deepEqual(await history(db.sql), ["1:applied", "2:applied"]);
+    await Deno.remove(dir, { recursive: true });
+  },
+  { versions: [15] },
+);

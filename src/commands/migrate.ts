@@ -28,7 +28,7 @@ import {
   type StepResult,
 } from "../engine/runner.ts";
 import { GuardrailError, UsageError } from "../errors.ts";
-import type { Migration } from "../files/discover.ts";
+import { compareVersions, type Migration } from "../files/discover.ts";
 import type { Reporter } from "../output/reporter.ts";
 import type { Finding } from "../guardrails/mod.ts";
 
@@ -56,6 +56,18 @@ export async function run(
       : resolveTarget(migrations, [], String(options.to));
     const pending = pendingMigrations(rows, to);
     const skipped = pendingMigrations(rows).filter((m) => !pending.includes(m));
+    // Merged branches bring older versions; they run in version order, but
+    // say so: their author tested them before the newer ones existed.
+    const newestApplied = rows.findLast((r) => r.state === "applied");
+    for (const m of pending) {
+      if (
+        newestApplied && compareVersions(m.version, newestApplied.version) < 0
+      ) {
+        ctx.reporter.warn(
+          `"${m.id}" is older than the applied "${newestApplied.version}_${newestApplied.name}": applying it out of order`,
+        );
+      }
+    }
 
     if (pending.length === 0) {
       ctx.reporter.result(
