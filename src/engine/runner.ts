@@ -564,7 +564,7 @@ class StepRunner {
     }
     if (e.code && LOST_CONNECTION.has(e.code)) {
       return new DatabaseError(
-        `Cannot ${verb} migration "${m.id}": lost the connection to the server (${e.message}); its transaction did not commit, run the command again once the server is back`,
+        `Cannot ${verb} migration "${m.id}": lost the connection to the server (${e.message}): its changes and its history row commit together or not at all; run the command again once the server is back`,
         { sqlstate: e.code, file: file.path },
       );
     }
