@@ -22,8 +22,10 @@ import {
   resolveTarget,
 } from "../engine/plan.ts";
 import {
+  type Direction,
   runInOneTransaction,
   type RunnerEvents,
+  type RunnerOptions,
   runSteps,
   type StepResult,
 } from "../engine/runner.ts";
@@ -42,7 +44,8 @@ export async function run(
   const strict = options.strict === true;
   const allowBreaking = options.allowBreaking === true ||
     allowBreakingFromEnv();
-  const settings = timeoutSettings(options);
+  // Validate the timeout flags before connecting.
+  timeoutSettings(options);
 
   const session = await openSession(ctx, {
     write: !dryRun,
@@ -110,19 +113,7 @@ export async function run(
       ? null
       : await takeBackup(ctx, session, options);
 
-    const runnerOptions = {
-      tables: session.tables,
-      direction: "up" as const,
-      ...settings,
-      signal: ctx.signal,
-      lockTargets: (m: Migration) => guardrails.lockedTables(m.upSql),
-      createdTables: (m: Migration) => guardrails.createdTables(m.upSql),
-      openDiagnostics: () =>
-        connect(session.info, {
-          applicationName: "managed-migrate (diagnostics)",
-        }),
-      events: stepEvents(ctx.reporter, "Applying", "Applied"),
-    };
+    const runnerOptions = await runnerOptionsFor(ctx, session, "up", options);
     const applied = options.singleTransaction === true
       ? await runInOneTransaction(session.sql, pending, runnerOptions)
       : await runSteps(session.sql, pending, runnerOptions);
@@ -163,6 +154,36 @@ export async function takeBackup(
     `Backup written to ${result.path} ${took(result.durationMs)}`,
   );
   return result;
+}
+
+/**
+ * The runner's options for a migrate or rollback run: timeouts from flags,
+ * lock targets and created tables from the parser (so the runner waits
+ * without queueing), a diagnostics session for naming blockers, step lines.
+ */
+export async function runnerOptionsFor(
+  ctx: CommandContext,
+  session: Session,
+  direction: Direction,
+  options: Record<string, unknown>,
+): Promise<RunnerOptions> {
+  const guardrails = await import("../guardrails/mod.ts");
+  const sqlOf = (m: Migration) => direction === "up" ? m.upSql : m.downSql;
+  return {
+    tables: session.tables,
+    direction,
+    ...timeoutSettings(options),
+    signal: ctx.signal,
+    lockTargets: (m) => guardrails.lockedTables(sqlOf(m)),
+    createdTables: (m) => guardrails.createdTables(sqlOf(m)),
+    openDiagnostics: () =>
+      connect(session.info, {
+        applicationName: "managed-migrate (diagnostics)",
+      }),
+    events: direction === "up"
+      ? stepEvents(ctx.reporter, "Applying", "Applied")
+      : stepEvents(ctx.reporter, "Rolling back", "Rolled back"),
+  };
 }
 
 /** Step lines on stderr: `Applying 2024..._x`, then `Applied ... (12ms)`. */

@@ -11,8 +11,7 @@ import {
   readMigrations,
   timeoutSettings,
 } from "./session.ts";
-import { stepEvents, stepJson, summary, takeBackup } from "./migrate.ts";
-import { connect } from "../db/connect.ts";
+import { runnerOptionsFor, stepJson, summary, takeBackup } from "./migrate.ts";
 import { driftOf, resolveTarget, rollbackSteps } from "../engine/plan.ts";
 import { runSteps } from "../engine/runner.ts";
 import { DriftError, UsageError } from "../errors.ts";
@@ -31,7 +30,8 @@ export async function run(
   }
   const migrations = await readMigrations(ctx);
   const dryRun = options.dryRun === true;
-  const settings = timeoutSettings(options);
+  // Validate the timeout flags before connecting.
+  timeoutSettings(options);
   const session = await openSession(ctx, {
     write: !dryRun,
     waitTimeout: options.waitTimeout,
@@ -112,18 +112,11 @@ export async function run(
     const backup = options.backup === false
       ? null
       : await takeBackup(ctx, session, options);
-    const done = await runSteps(session.sql, chosen, {
-      tables: session.tables,
-      direction: "down",
-      ...settings,
-      signal: ctx.signal,
-      lockTargets: (m) => guardrails.lockedTables(m.downSql),
-      openDiagnostics: () =>
-        connect(session.info, {
-          applicationName: "managed-migrate (diagnostics)",
-        }),
-      events: stepEvents(ctx.reporter, "Rolling back", "Rolled back"),
-    });
+    const done = await runSteps(
+      session.sql,
+      chosen,
+      await runnerOptionsFor(ctx, session, "down", options),
+    );
     ctx.reporter.result(
       {
         rolledBack: done.map(stepJson),
