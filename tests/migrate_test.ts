@@ -619,3 +619,69 @@ pgTest(
   },
   { versions: [15] },
 );
+
+pgTest(
+  "a pending DROP TABLE makes migrate exit 3 and change nothing; with ALLOW_BREAKING_MIGRATIONS=true it applies",
+  async (db) => {
+    const env = { DATABASE_URL: db.url };
+    const dir = await Deno.makeTempDir();
+    await Deno.mkdir(`${dir}/managed-migrations`);
+    const write = (name: string, text: string) =>
+      Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+    await write("1_a.up.sql", "CREATE TABLE a (id int);\n");
+    await write("1_a.down.sql", "DROP TABLE a;\n");
+    assert.equal(
+      (await runCli(["--dir", dir, "migrate", "--no-backup"], { env })).code,
+      0,
+    );
+    await write(
+      "2_drop.up.sql",
+      "-- comments and strings never fire: DROP TABLE b;\nSELECT 'DROP TABLE a';\nDROP TABLE a;\n",
+    );
+    await write("2_drop.down.sql", "CREATE TABLE a (id int);\n");
+    const backupPath = `${dir}/before.sql`;
+    const refused = await runCli([
+      "--dir",
+      dir,
+      "--json",
+      "migrate",
+      "--backup-path",
+      backupPath,
+    ], { env });
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /drop-table at .*2_drop\.up\.sql:3:1/);
+    const error = (refused.json as {
+      error: { code: number; findings: { rule: string; line: number }[] };
+    }).error;
+    assert.equal(error.code, 3);
+    assert.deepEqual(error.findings.map((f) => [f.rule, f.line]), [[
+      "drop-table",
+      3,
+    ]]);
+    assert.equal(
+      await db.sql`select to_regclass('a') is not null as ok`.then((r) =>
+        r[0].ok
+      ),
+      true,
+    );
+    assert.deepEqual(await history(db.sql), ["1:applied"]);
+    await assert.rejects(
+      Deno.stat(backupPath),
+      Deno.errors.NotFound,
+      "no backup is taken before a refusal",
+    );
+
+    const allowed = await runCli(["--dir", dir, "migrate", "--no-backup"], {
+      env: { ...env, ALLOW_BREAKING_MIGRATIONS: "true" },
+    });
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(allowed.stderr, /\[drop-table\] \(allowed\)/);
+    assert.equal(
+      await db.sql`select to_regclass('a') is null as gone`.then((r) =>
+        r[0].gone
+      ),
+      true,
+    );
+    await Deno.remove(dir, { recursive: true });
+  },
+);
