@@ -134,3 +134,11 @@ pgTest(
   },
   { versions: [15] },
 );
+
+pgTest("wait returns as soon as the server accepts connections", async (db) => {
+  const r = await runCli(["--json", "wait", "--timeout", "10s"], {
+    env: { DATABASE_URL: db.url },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((r.json as { ready: boolean }).ready, true);
+}, { versions: [15] });
