@@ -104,7 +104,7 @@ function paintState(ctx: CommandContext, state: string): string {
   }
 }
 
-/** Left-aligned columns; the STATE-like column (index -2 or named) is painted. */
+/** Left-aligned columns; the STATE column is painted. */
 function formatTable(rows: string[][], paint: (s: string) => string): string[] {
   const widths = rows[0].map((_, i) =>
     Math.max(...rows.map((r) => r[i].length))
