@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { pgTest } from "./helpers/postgres.ts";
 import { runCli } from "./helpers/cli.ts";
+import { makeDbDir } from "./helpers/db_dir.ts";
 
 const fixture = (name: string) =>
   new URL(`./fixtures/${name}`, import.meta.url).pathname;
@@ -271,10 +272,7 @@ pgTest(
   "migrate refuses drift: a changed file, a missing file, a migration left running (exit 4)",
   async (db) => {
     const env = { DATABASE_URL: db.url };
-    const dir = await Deno.makeTempDir();
-    await Deno.mkdir(`${dir}/managed-migrations`);
-    const write = (name: string, text: string) =>
-      Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+    const { dir, write, remove } = await makeDbDir();
     await write("1_a.up.sql", "CREATE TABLE a (id int);\n");
     await write("1_a.down.sql", "DROP TABLE a;\n");
     assert.equal(
@@ -339,7 +337,7 @@ pgTest(
       ),
       ["2"],
     );
-    await Deno.remove(dir, { recursive: true });
+    await remove();
   },
 );
 
@@ -419,17 +417,11 @@ pgTest(
   "seed applies each seed once, refuses a changed seed (exit 4) unless --rerun-changed",
   async (db) => {
     const env = { DATABASE_URL: db.url };
-    const dir = await Deno.makeTempDir();
-    await Deno.mkdir(`${dir}/managed-migrations`);
+    const { dir, remove } = await makeDbDir({
+      "1_c.up.sql": "CREATE TABLE colors (name text PRIMARY KEY);\n",
+      "1_c.down.sql": "DROP TABLE colors;\n",
+    });
     await Deno.mkdir(`${dir}/managed-seeds`);
-    await Deno.writeTextFile(
-      `${dir}/managed-migrations/1_c.up.sql`,
-      "CREATE TABLE colors (name text PRIMARY KEY);\n",
-    );
-    await Deno.writeTextFile(
-      `${dir}/managed-migrations/1_c.down.sql`,
-      "DROP TABLE colors;\n",
-    );
     await Deno.writeTextFile(
       `${dir}/managed-seeds/001_red.sql`,
       "INSERT INTO colors VALUES ('red');\n",
@@ -474,7 +466,7 @@ pgTest(
     assert.match(bad.stderr, /Cannot apply seed "002_bad"/);
     const seeds = await db.sql`select name from seed_history order by 1`;
     assert.deepEqual(seeds.map((s) => s.name), ["001_red"]);
-    await Deno.remove(dir, { recursive: true });
+    await remove();
   },
 );
 
@@ -596,10 +588,7 @@ pgTest(
   "a pending migration older than the newest applied one runs, with a warning",
   async (db) => {
     const env = { DATABASE_URL: db.url };
-    const dir = await Deno.makeTempDir();
-    await Deno.mkdir(`${dir}/managed-migrations`);
-    const write = (name: string, text: string) =>
-      Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+    const { dir, write, remove } = await makeDbDir();
     await write("2_b.up.sql", "CREATE TABLE b (id int);\n");
     await write("2_b.down.sql", "DROP TABLE b;\n");
     assert.equal(
@@ -615,7 +604,7 @@ pgTest(
       /"1_a" is older than the applied "2_b": applying it out of order/,
     );
     assert.deepEqual(await history(db.sql), ["1:applied", "2:applied"]);
-    await Deno.remove(dir, { recursive: true });
+    await remove();
   },
   { versions: [15] },
 );
@@ -624,10 +613,7 @@ pgTest(
   "a pending DROP TABLE makes migrate exit 3 and change nothing; with ALLOW_BREAKING_MIGRATIONS=true it applies",
   async (db) => {
     const env = { DATABASE_URL: db.url };
-    const dir = await Deno.makeTempDir();
-    await Deno.mkdir(`${dir}/managed-migrations`);
-    const write = (name: string, text: string) =>
-      Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+    const { dir, write, remove } = await makeDbDir();
     await write("1_a.up.sql", "CREATE TABLE a (id int);\n");
     await write("1_a.down.sql", "DROP TABLE a;\n");
     assert.equal(
@@ -682,6 +668,6 @@ pgTest(
       ),
       true,
     );
-    await Deno.remove(dir, { recursive: true });
+    await remove();
   },
 );

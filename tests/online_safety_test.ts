@@ -3,19 +3,36 @@
  * interrupts and crashes, on a real server (issue: online safety).
  */
 import assert from "node:assert/strict";
-import { pgTest } from "./helpers/postgres.ts";
+import { pgTest, type TestDb } from "./helpers/postgres.ts";
+import { makeDbDir } from "./helpers/db_dir.ts";
 import { runCli } from "./helpers/cli.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 async function makeDir(files: Record<string, string>): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "mm_online_" });
-  await Deno.mkdir(`${dir}/managed-migrations`);
-  for (const [name, text] of Object.entries(files)) {
-    await Deno.writeTextFile(`${dir}/managed-migrations/${name}`, text);
+  return (await makeDbDir(files)).dir;
+}
+
+/**
+ * A session that reads `accounts` in an open transaction: it holds an
+ * AccessShareLock, which every ALTER TABLE conflicts with.
+ */
+async function holdAccounts(sql: TestDb["sql"], applicationName?: string) {
+  const blocker = await sql.reserve();
+  if (applicationName) {
+    await blocker.unsafe(`set application_name = '${applicationName}'`);
   }
-  return dir;
+  await blocker`begin`;
+  await blocker`select * from accounts`;
+  const [{ pid }] = await blocker`select pg_backend_pid() as pid`;
+  return {
+    pid: Number(pid),
+    release: async () => {
+      await blocker`rollback`;
+      blocker.release();
+    },
+  };
 }
 
 /** Starts main.ts as a child we can signal. */
@@ -40,10 +57,8 @@ pgTest(
       "1_add.down.sql":
         "-- managed-migrate: allow=drop-column\nALTER TABLE accounts DROP COLUMN note;\n",
     });
-    const blocker = await db.sql.reserve();
-    await blocker`begin`;
-    await blocker`select * from accounts`;
-    const [{ pid }] = await blocker`select pg_backend_pid() as pid`;
+    const blocker = await holdAccounts(db.sql);
+    const { pid } = blocker;
     const started = Date.now();
     const r = await runCli(
       [
@@ -60,8 +75,7 @@ pgTest(
       { env: { DATABASE_URL: db.url } },
     );
     const elapsed = Date.now() - started;
-    await blocker`rollback`;
-    blocker.release();
+    await blocker.release();
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`pid ${pid}\\b`));
     assert.match(r.stderr, /Waiting before "1_add" without queueing/);
@@ -85,9 +99,7 @@ pgTest(
       "1_add.down.sql":
         "-- managed-migrate: allow=drop-column\nALTER TABLE accounts DROP COLUMN note;\n",
     });
-    const blocker = await db.sql.reserve();
-    await blocker`begin`;
-    await blocker`select * from accounts`;
+    const blocker = await holdAccounts(db.sql);
     const child = spawnCli([
       "--dir",
       dir,
@@ -107,8 +119,7 @@ pgTest(
     await probe`select count(*) from accounts`;
     probe.release();
     const released = Date.now();
-    await blocker`rollback`;
-    blocker.release();
+    await blocker.release();
     const out = await child.output();
     const afterRelease = Date.now() - released;
     assert.equal(out.code, 0, decode(out.stderr));
@@ -133,10 +144,8 @@ pgTest(
         "-- managed-migrate: allow=dynamic-sql\nDO $$ BEGIN EXECUTE 'ALTER TABLE accounts ADD COLUMN note text'; END $$;\n",
       "1_add.down.sql": "ALTER TABLE accounts DROP COLUMN note;\n",
     });
-    const blocker = await db.sql.reserve();
-    await blocker`begin`;
-    await blocker`select * from accounts`;
-    const [{ pid }] = await blocker`select pg_backend_pid() as pid`;
+    const blocker = await holdAccounts(db.sql);
+    const { pid } = blocker;
     const child = spawnCli(
       [
         "--dir",
@@ -151,8 +160,7 @@ pgTest(
       { DATABASE_URL: db.url },
     );
     await new Promise((r) => setTimeout(r, 1500));
-    await blocker`rollback`;
-    blocker.release();
+    await blocker.release();
     const out = await child.output();
     const stderr = decode(out.stderr);
     assert.equal(out.code, 0, stderr);
@@ -174,11 +182,8 @@ pgTest(
         "-- managed-migrate: allow=dynamic-sql\nDO $$ BEGIN EXECUTE 'ALTER TABLE accounts ADD COLUMN note text'; END $$;\n",
       "1_add.down.sql": "ALTER TABLE accounts DROP COLUMN note;\n",
     });
-    const blocker = await db.sql.reserve();
-    await blocker`set application_name = 'report-job'`;
-    await blocker`begin`;
-    await blocker`select * from accounts`;
-    const [{ pid }] = await blocker`select pg_backend_pid() as pid`;
+    const blocker = await holdAccounts(db.sql, "report-job");
+    const { pid } = blocker;
     const r = await runCli([
       "--dir",
       dir,
@@ -191,8 +196,7 @@ pgTest(
     ], {
       env: { DATABASE_URL: db.url },
     });
-    await blocker`rollback`;
-    blocker.release();
+    await blocker.release();
     assert.equal(r.code, 1);
     assert.match(r.stderr, /lock_timeout of 500ms exceeded 2 times/);
     assert.match(r.stderr, new RegExp(`pid ${pid} \\(report-job`));
