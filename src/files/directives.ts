@@ -87,11 +87,3 @@ function applyDirective(d: Directives, item: string): string | undefined {
     return (error as Error).message;
   }
 }
-
-/** True when the SQL has nothing but comments and whitespace. */
-export function isEffectivelyEmpty(sql: string): boolean {
-  const withoutComments = sql
-    .replace(/\/\*[\s\S]*?\*\//g, "")
-    .replace(/--[^\n]*/g, "");
-  return withoutComments.replace(/[\s;]/g, "") === "";
-}

@@ -97,17 +97,7 @@ async function checkPgDumpVersion(
   }
 }
 
-/** Throws ToolError up front when pg_dump is missing or older than the server (call before anything runs). */
-export async function assertPgDumpUsable(
-  options: { info: ConnectionInfo; pgBin?: string; serverVersionNum?: number },
-): Promise<void> {
-  await checkPgDumpVersion(
-    await findPgTool("pg_dump", options.pgBin),
-    options,
-  );
-}
-
-/** pg_dump to a temp file beside `path`, fsync, rename, mode 0600; checks pg_dump's version against the server first. */
+/** pg_dump to a temp file beside `path`, fsync, rename, mode 0600; pg_dump older than the server is refused (checked while it starts). */
 export async function backupDatabase(
   options: BackupOptions,
 ): Promise<BackupResult> {
